@@ -1,0 +1,134 @@
+// Command celld is the Cell daemon.
+//
+//	celld               run in the foreground (CELL_DIR, default /var/lib/cell)
+//	celld shutdown      stop every instance cleanly, then stop the daemon
+//	celld waitready     wait until the daemon answers
+//
+// SIGTERM and SIGINT stop the daemon and leave containers running (for
+// upgrades); SIGPWR, which the systemd unit sends when the host goes down,
+// first stops every container cleanly.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"cell/daemon"
+)
+
+func main() {
+	debug := flag.Bool("debug", false, "log debug messages")
+	timeout := flag.Duration("timeout", 0, "waitready/shutdown: give up after this long (0: no limit)")
+	flag.Parse()
+	level := slog.LevelInfo
+	if *debug {
+		level = slog.LevelDebug
+	}
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
+
+	dir := os.Getenv("CELL_DIR")
+	if dir == "" {
+		dir = "/var/lib/cell"
+	}
+	var err error
+	switch flag.Arg(0) {
+	case "", "daemon":
+		err = run(dir)
+	case "shutdown":
+		err = request(dir, http.MethodPut, "/internal/shutdown", *timeout)
+	case "waitready":
+		err = waitReady(dir, *timeout)
+	default:
+		err = fmt.Errorf("unknown command %q (use daemon, shutdown or waitready)", flag.Arg(0))
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "Error:", err)
+		os.Exit(1)
+	}
+}
+
+func run(dir string) error {
+	if os.Geteuid() != 0 {
+		return errors.New("celld must run as root")
+	}
+	ctx := context.Background()
+	d, err := daemon.New(ctx, daemon.Options{Dir: dir})
+	if err != nil {
+		return err
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGPWR)
+	served := make(chan error, 1)
+	go func() { served <- d.Serve() }()
+	select {
+	case err := <-served:
+		return err
+	case sig := <-sigs:
+		slog.Info("signal received", "signal", sig)
+		if sig == syscall.SIGPWR {
+			if err := d.StopInstances(ctx); err != nil {
+				slog.Error("stop instances", "err", err)
+			}
+		}
+	case <-d.ShutdownRequested():
+		slog.Info("shutdown requested")
+	}
+	stopCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return d.Stop(stopCtx)
+}
+
+func unixClient(dir string) *http.Client {
+	sock := filepath.Join(dir, "unix.socket")
+	return &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+		},
+	}}
+}
+
+func request(dir, method, path string, timeout time.Duration) error {
+	ctx := context.Background()
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://celld"+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := unixClient(dir).Do(req)
+	if err != nil {
+		return fmt.Errorf("reach celld: %w", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("celld answered %s", resp.Status)
+	}
+	return nil
+}
+
+func waitReady(dir string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := request(dir, http.MethodGet, "/1.0", time.Second)
+		if err == nil {
+			return nil
+		}
+		if timeout > 0 && time.Now().After(deadline) {
+			return fmt.Errorf("celld not ready after %s: %w", timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

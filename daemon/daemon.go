@@ -1,0 +1,283 @@
+// Package daemon is celld: the REST API, the instance lifecycle and the
+// background tasks, built on the database, the liblxc runtime, the image
+// store and the storage pools.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"cell/daemon/db"
+	"cell/daemon/events"
+	"cell/daemon/liblxc"
+	"cell/daemon/operations"
+	"cell/images"
+	"cell/shared/idmap"
+	"cell/storage"
+)
+
+// Version is celld's version, reported as server_version.
+const Version = "0.1.0"
+
+// Daemon is a running celld.
+type Daemon struct {
+	dir     string
+	db      *db.DB
+	events  *events.Hub
+	ops     *operations.Registry
+	images  *images.Store
+	runtime *liblxc.Runtime
+	idmap   idmap.Map
+
+	poolsMu sync.RWMutex
+	pools   map[string]storage.Driver
+
+	locks keyedMutex
+
+	server   *http.Server
+	listener net.Listener
+	shutdownCh   chan struct{}
+	shutdownOnce sync.Once
+
+	// ctx ends when the daemon stops; background work watches it.
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+// Options configure a daemon.
+type Options struct {
+	// Dir is CELL_DIR: database, socket, pools, images, logs.
+	Dir string
+}
+
+// New opens the daemon's state in dir (creating it on first start),
+// reconciles it with what is on disk after a crash, and returns a daemon
+// ready to Serve.
+func New(ctx context.Context, opts Options) (*Daemon, error) {
+	if err := os.MkdirAll(opts.Dir, 0o711); err != nil {
+		return nil, fmt.Errorf("create %s: %w", opts.Dir, err)
+	}
+	m, err := idmap.Default()
+	if err != nil {
+		return nil, fmt.Errorf("read the host's id allowance: %w", err)
+	}
+	database, err := db.Open(ctx, filepath.Join(opts.Dir, "cell.db"))
+	if err != nil {
+		return nil, err
+	}
+	store, err := images.NewStore(filepath.Join(opts.Dir, "images"))
+	if err != nil {
+		database.Close()
+		return nil, fmt.Errorf("open image store: %w", err)
+	}
+	rt, err := liblxc.New(filepath.Join(opts.Dir, "lxc"), filepath.Join(opts.Dir, "logs"))
+	if err != nil {
+		database.Close()
+		return nil, err
+	}
+	hub := events.NewHub()
+	dctx, cancel := context.WithCancel(context.Background())
+	d := &Daemon{
+		dir: opts.Dir, db: database, events: hub, ops: operations.NewRegistry(hub), images: store,
+		runtime: rt, idmap: m, pools: map[string]storage.Driver{}, ctx: dctx, cancel: cancel,
+		shutdownCh: make(chan struct{}),
+	}
+	if err := d.initStorage(ctx); err != nil {
+		d.close()
+		return nil, err
+	}
+	if err := d.recover(ctx); err != nil {
+		d.close()
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *Daemon) close() {
+	d.cancel()
+	d.db.Close()
+}
+
+// initStorage opens every pool, creating the "default" dir pool on first start.
+func (d *Daemon) initStorage(ctx context.Context) error {
+	pools, err := d.db.StoragePools(ctx)
+	if err != nil {
+		return err
+	}
+	if len(pools) == 0 {
+		p := db.StoragePool{Name: "default", Driver: "dir", Description: "Default dir pool",
+			Config: map[string]string{"source": filepath.Join(d.dir, "storage-pools", "default")}}
+		if err := d.db.CreateStoragePool(ctx, p); err != nil {
+			return err
+		}
+		pools = append(pools, p)
+		// New instances get their root disk from the default pool, as with
+		// LXD after `lxd init`.
+		prof, err := d.db.Profile(ctx, "default")
+		if err != nil {
+			return err
+		}
+		if _, ok := prof.Devices["root"]; !ok {
+			prof.Devices["root"] = map[string]string{"type": "disk", "path": "/", "pool": "default"}
+			if err := d.db.UpdateProfile(ctx, prof); err != nil {
+				return err
+			}
+		}
+	}
+	for _, p := range pools {
+		drv, err := storage.Open(p.Driver, p.Config["source"], p.Config)
+		if err != nil {
+			return fmt.Errorf("open storage pool %s: %w", p.Name, err)
+		}
+		d.pools[p.Name] = drv
+	}
+	return nil
+}
+
+func (d *Daemon) pool(name string) (storage.Driver, error) {
+	d.poolsMu.RLock()
+	defer d.poolsMu.RUnlock()
+	p, ok := d.pools[name]
+	if !ok {
+		return nil, notFound("storage pool %q not found", name)
+	}
+	return p, nil
+}
+
+// recover makes the database and the disk agree after a crash. Creation
+// and deletion both keep the instance's row not-ready while they touch the
+// disk, so a row that is not ready is exactly an interrupted creation or
+// deletion: finish the job by removing its volume and row. A volume with
+// no row at all was not made by celld: it is reported, never deleted.
+func (d *Daemon) recover(ctx context.Context) error {
+	unfinished, err := d.db.UnfinishedInstances(ctx)
+	if err != nil {
+		return err
+	}
+	for _, inst := range unfinished {
+		slog.Warn("removing instance whose creation was interrupted", "instance", inst.Name)
+		if p, err := d.pool(inst.Pool); err == nil {
+			if err := p.DeleteInstance(ctx, inst.Name); err != nil {
+				return err
+			}
+		}
+		_ = d.runtime.Remove(inst.Name)
+		if err := d.db.DeleteInstance(ctx, inst.ID); err != nil {
+			return err
+		}
+	}
+	known := map[string]map[string]bool{}
+	list, err := d.db.Instances(ctx)
+	if err != nil {
+		return err
+	}
+	for _, inst := range list {
+		if known[inst.Pool] == nil {
+			known[inst.Pool] = map[string]bool{}
+		}
+		known[inst.Pool][inst.Name] = true
+	}
+	for name, p := range d.pools {
+		vols, err := p.Instances()
+		if err != nil {
+			return err
+		}
+		for _, v := range vols {
+			if !known[name][v] {
+				slog.Warn("instance volume without an instance; leaving it alone", "pool", name, "volume", v)
+			}
+		}
+	}
+	return nil
+}
+
+// SocketPath is the unix socket the API listens on.
+func (d *Daemon) SocketPath() string { return filepath.Join(d.dir, "unix.socket") }
+
+// Serve listens on the unix socket and serves the API until Stop.
+func (d *Daemon) Serve() error {
+	path := d.SocketPath()
+	// A socket left by a killed daemon would make Listen fail.
+	if c, err := net.Dial("unix", path); err == nil {
+		c.Close()
+		return fmt.Errorf("another celld is already listening on %s", path)
+	}
+	_ = os.Remove(path)
+	old := syscall.Umask(0o077)
+	l, err := net.Listen("unix", path)
+	syscall.Umask(old)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		l.Close()
+		return fmt.Errorf("chmod socket: %w", err)
+	}
+	d.listener = l
+	d.server = &http.Server{Handler: d.router(), ReadHeaderTimeout: 30 * time.Second}
+	go d.autostart(d.ctx)
+	slog.Info("celld ready", "dir", d.dir, "socket", path)
+	err = d.server.Serve(l)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Stop stops serving and closes the database; containers keep running
+// (that is how celld upgrades without disturbing them).
+func (d *Daemon) Stop(ctx context.Context) error {
+	d.cancel()
+	var err error
+	if d.server != nil {
+		// Hijacked websockets (exec, events) are not waited for.
+		err = d.server.Shutdown(ctx)
+	}
+	d.db.Close()
+	return err
+}
+
+// keyedMutex serialises changes to one instance (or image) by name.
+type keyedMutex struct {
+	mu    sync.Mutex
+	locks map[string]*keyedEntry
+}
+
+type keyedEntry struct {
+	mu   sync.Mutex
+	refs int
+}
+
+// Lock locks key and returns its unlock function.
+func (k *keyedMutex) Lock(key string) func() {
+	k.mu.Lock()
+	if k.locks == nil {
+		k.locks = map[string]*keyedEntry{}
+	}
+	e := k.locks[key]
+	if e == nil {
+		e = &keyedEntry{}
+		k.locks[key] = e
+	}
+	e.refs++
+	k.mu.Unlock()
+	e.mu.Lock()
+	return func() {
+		e.mu.Unlock()
+		k.mu.Lock()
+		e.refs--
+		if e.refs == 0 {
+			delete(k.locks, key)
+		}
+		k.mu.Unlock()
+	}
+}

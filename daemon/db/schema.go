@@ -1,0 +1,100 @@
+package db
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+)
+
+// migrations are applied in order; the schema version is the number of
+// migrations applied. Never edit one that has shipped: add a new one.
+var migrations = []string{
+	// 1: the initial schema.
+	`
+CREATE TABLE config (
+	key   TEXT PRIMARY KEY,
+	value TEXT NOT NULL
+);
+CREATE TABLE storage_pools (
+	id          INTEGER PRIMARY KEY,
+	name        TEXT NOT NULL UNIQUE,
+	driver      TEXT NOT NULL,
+	description TEXT NOT NULL DEFAULT '',
+	config      TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE profiles (
+	id          INTEGER PRIMARY KEY,
+	name        TEXT NOT NULL UNIQUE,
+	description TEXT NOT NULL DEFAULT '',
+	config      TEXT NOT NULL DEFAULT '{}',
+	devices     TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE instances (
+	id           INTEGER PRIMARY KEY,
+	name         TEXT NOT NULL UNIQUE,
+	type         TEXT NOT NULL DEFAULT 'container',
+	architecture TEXT NOT NULL DEFAULT '',
+	ephemeral    INTEGER NOT NULL DEFAULT 0,
+	stateful     INTEGER NOT NULL DEFAULT 0,
+	description  TEXT NOT NULL DEFAULT '',
+	config       TEXT NOT NULL DEFAULT '{}',
+	devices      TEXT NOT NULL DEFAULT '{}',
+	pool         TEXT NOT NULL,
+	created_at   INTEGER NOT NULL,
+	last_used_at INTEGER NOT NULL DEFAULT 0,
+	-- ready is 0 while the instance is being created: such a row is not
+	-- shown, and a daemon that restarts after a crash removes it.
+	ready        INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE instances_profiles (
+	instance_id INTEGER NOT NULL REFERENCES instances(id) ON DELETE CASCADE,
+	profile_id  INTEGER NOT NULL REFERENCES profiles(id) ON DELETE RESTRICT,
+	apply_order INTEGER NOT NULL,
+	PRIMARY KEY (instance_id, profile_id)
+);
+CREATE TABLE images (
+	id           INTEGER PRIMARY KEY,
+	fingerprint  TEXT NOT NULL UNIQUE,
+	filename     TEXT NOT NULL DEFAULT '',
+	size         INTEGER NOT NULL,
+	public       INTEGER NOT NULL DEFAULT 0,
+	auto_update  INTEGER NOT NULL DEFAULT 0,
+	cached       INTEGER NOT NULL DEFAULT 0,
+	architecture TEXT NOT NULL,
+	type         TEXT NOT NULL DEFAULT 'container',
+	properties   TEXT NOT NULL DEFAULT '{}',
+	created_at   INTEGER NOT NULL DEFAULT 0,
+	expires_at   INTEGER NOT NULL DEFAULT 0,
+	uploaded_at  INTEGER NOT NULL,
+	last_used_at INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE images_aliases (
+	id          INTEGER PRIMARY KEY,
+	name        TEXT NOT NULL UNIQUE,
+	image_id    INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+	description TEXT NOT NULL DEFAULT ''
+);
+INSERT INTO profiles (name, description) VALUES ('default', 'Default Cell profile');
+`,
+}
+
+func (d *DB) migrate(ctx context.Context) error {
+	return d.Tx(ctx, func(tx *sql.Tx) error {
+		var version int
+		if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
+			return fmt.Errorf("read schema version: %w", err)
+		}
+		if version > len(migrations) {
+			return fmt.Errorf("database schema version %d is newer than this celld (%d): refusing to downgrade", version, len(migrations))
+		}
+		for i := version; i < len(migrations); i++ {
+			if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
+				return fmt.Errorf("apply schema migration %d: %w", i+1, err)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", len(migrations))); err != nil {
+			return fmt.Errorf("write schema version: %w", err)
+		}
+		return nil
+	})
+}

@@ -1,0 +1,48 @@
+package liblxc
+
+import (
+	"fmt"
+	"os"
+
+	lxc "github.com/lxc/go-lxc"
+)
+
+// Process describes a command to run inside a running container.
+type Process struct {
+	Args []string
+	// Env is the whole environment (KEY=VALUE); nothing of celld's leaks in.
+	Env []string
+	Cwd string
+	// UID and GID are ids inside the container.
+	UID, GID int
+	// Stdin, Stdout and Stderr are handed to the process.
+	Stdin, Stdout, Stderr *os.File
+}
+
+// Exec starts a process inside the container's namespaces and cgroups.
+// liblxc creates it as a child of celld (CLONE_PARENT), so the returned
+// process can be waited for and signalled like any child.
+func (r *Runtime) Exec(name string, p Process) (*os.Process, error) {
+	c, err := r.container(name)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Release()
+	opts := lxc.AttachOptions{
+		Namespaces: -1,
+		Arch:       -1,
+		Cwd:        p.Cwd,
+		UID:        p.UID,
+		GID:        p.GID,
+		ClearEnv:   true,
+		Env:        p.Env,
+		StdinFd:    p.Stdin.Fd(),
+		StdoutFd:   p.Stdout.Fd(),
+		StderrFd:   p.Stderr.Fd(),
+	}
+	pid, err := c.RunCommandNoWait(p.Args, opts)
+	if err != nil {
+		return nil, fmt.Errorf("exec in %s: %w", name, err)
+	}
+	return os.FindProcess(pid)
+}

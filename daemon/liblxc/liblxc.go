@@ -1,0 +1,277 @@
+// Package liblxc runs containers with liblxc: it writes each container's
+// lxc config, starts it with lxc-start, and controls it (state, stop,
+// freeze, attach) through go-lxc.
+//
+// Containers are started by the lxc-start binary rather than go-lxc's
+// Start: liblxc's start forks a long-lived monitor, and forking a
+// multi-threaded Go process to run C code for the container's lifetime is
+// unsafe. lxc-start is a small C program that daemonizes cleanly, holds none
+// of celld's file descriptors, and keeps running when celld restarts.
+package liblxc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	lxc "github.com/lxc/go-lxc"
+)
+
+// Runtime manages the containers under one lxc path.
+type Runtime struct {
+	// Path is the lxc path: Path/NAME/config is each container's config.
+	Path string
+	// LogDir holds NAME/lxc.log for each container.
+	LogDir string
+}
+
+// New prepares a runtime rooted at path.
+func New(path, logDir string) (*Runtime, error) {
+	for _, d := range []string{path, logDir} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return nil, fmt.Errorf("create %s: %w", d, err)
+		}
+	}
+	return &Runtime{Path: path, LogDir: logDir}, nil
+}
+
+// Version is the liblxc version.
+func Version() string { return lxc.Version() }
+
+// State is the runtime state of a container.
+type State string
+
+// Container states as liblxc names them.
+const (
+	Stopped  State = "STOPPED"
+	Starting State = "STARTING"
+	Running  State = "RUNNING"
+	Stopping State = "STOPPING"
+	Aborting State = "ABORTING"
+	Freezing State = "FREEZING"
+	Frozen   State = "FROZEN"
+	Thawed   State = "THAWED"
+)
+
+func (r *Runtime) container(name string) (*lxc.Container, error) {
+	c, err := lxc.NewContainer(name, r.Path)
+	if err != nil {
+		return nil, fmt.Errorf("load container %s: %w", name, err)
+	}
+	return c, nil
+}
+
+// State returns the state of a container; a container liblxc does not
+// know is stopped.
+func (r *Runtime) State(name string) State {
+	c, err := r.container(name)
+	if err != nil {
+		return Stopped
+	}
+	defer c.Release()
+	return State(c.State().String())
+}
+
+// InitPID returns the host pid of the container's init, or -1.
+func (r *Runtime) InitPID(name string) int {
+	c, err := r.container(name)
+	if err != nil {
+		return -1
+	}
+	defer c.Release()
+	return c.InitPid()
+}
+
+// ConfigPath is where a container's generated lxc config lives.
+func (r *Runtime) ConfigPath(name string) string { return filepath.Join(r.Path, name, "config") }
+
+// LogPath is a container's lxc log file.
+func (r *Runtime) LogPath(name string) string { return filepath.Join(r.LogDir, name, "lxc.log") }
+
+// WriteConfig writes a container's lxc config atomically.
+func (r *Runtime) WriteConfig(name string, cfg Config) error {
+	dir := filepath.Join(r.Path, name)
+	if err := os.MkdirAll(dir, 0o711); err != nil {
+		return fmt.Errorf("create container dir: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Join(r.LogDir, name), 0o700); err != nil {
+		return fmt.Errorf("create log dir: %w", err)
+	}
+	cfg.Name = name
+	cfg.LogFile = r.LogPath(name)
+	text, err := cfg.Render()
+	if err != nil {
+		return err
+	}
+	tmp := r.ConfigPath(name) + ".tmp"
+	if err := os.WriteFile(tmp, []byte(text), 0o600); err != nil {
+		return fmt.Errorf("write lxc config: %w", err)
+	}
+	return os.Rename(tmp, r.ConfigPath(name))
+}
+
+// Start starts a container whose config was written by WriteConfig.
+func (r *Runtime) Start(ctx context.Context, name string) error {
+	cmd := exec.CommandContext(ctx, "lxc-start", "-n", name, "-P", r.Path, "-o", r.LogPath(name), "-l", "INFO")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("start %s: %s: %w%s", name, strings.TrimSpace(string(out)), err, r.logTail(name))
+	}
+	return nil
+}
+
+// logTail returns the last errors of the container's lxc log, to explain a
+// failure to the user.
+func (r *Runtime) logTail(name string) string {
+	data, err := os.ReadFile(r.LogPath(name))
+	if err != nil {
+		return ""
+	}
+	var errs []string
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.Contains(line, " ERROR ") {
+			errs = append(errs, strings.TrimSpace(line))
+		}
+	}
+	if len(errs) > 5 {
+		errs = errs[len(errs)-5:]
+	}
+	if len(errs) == 0 {
+		return ""
+	}
+	return "\n" + strings.Join(errs, "\n")
+}
+
+// Shutdown asks the container's init to halt (lxc.signal.halt) and waits
+// up to timeout for it to stop.
+func (r *Runtime) Shutdown(name string, timeout time.Duration) error {
+	c, err := r.container(name)
+	if err != nil {
+		return err
+	}
+	defer c.Release()
+	if err := c.Shutdown(timeout); err != nil {
+		return fmt.Errorf("clean shutdown of %s did not finish within %s: %w", name, timeout, err)
+	}
+	return nil
+}
+
+// Stop kills the container.
+func (r *Runtime) Stop(name string) error {
+	c, err := r.container(name)
+	if err != nil {
+		return err
+	}
+	defer c.Release()
+	if !c.Running() {
+		return nil
+	}
+	if err := c.Stop(); err != nil {
+		return fmt.Errorf("stop %s: %w", name, err)
+	}
+	return nil
+}
+
+// Freeze freezes every process of the container.
+func (r *Runtime) Freeze(name string) error {
+	c, err := r.container(name)
+	if err != nil {
+		return err
+	}
+	defer c.Release()
+	if err := c.Freeze(); err != nil {
+		return fmt.Errorf("freeze %s: %w", name, err)
+	}
+	return nil
+}
+
+// Unfreeze thaws a frozen container.
+func (r *Runtime) Unfreeze(name string) error {
+	c, err := r.container(name)
+	if err != nil {
+		return err
+	}
+	defer c.Release()
+	if err := c.Unfreeze(); err != nil {
+		return fmt.Errorf("unfreeze %s: %w", name, err)
+	}
+	return nil
+}
+
+// Remove deletes the container's lxc config dir and logs. The container
+// must be stopped.
+func (r *Runtime) Remove(name string) error {
+	return errors.Join(os.RemoveAll(filepath.Join(r.Path, name)), os.RemoveAll(filepath.Join(r.LogDir, name)))
+}
+
+// Rename moves the container's config dir and logs to a new name. The
+// container must be stopped; its config is rewritten at the next start.
+func (r *Runtime) Rename(oldName, newName string) error {
+	for _, base := range []string{r.Path, r.LogDir} {
+		err := os.Rename(filepath.Join(base, oldName), filepath.Join(base, newName))
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("rename %s: %w", oldName, err)
+		}
+	}
+	return nil
+}
+
+// Known returns the names of the containers liblxc has a config for.
+func (r *Runtime) Known() []string {
+	entries, err := os.ReadDir(r.Path)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, e := range entries {
+		if e.IsDir() {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+// Stats are the resource figures of a running container.
+type Stats struct {
+	Pid         int
+	Processes   int64
+	MemoryBytes int64
+	MemoryPeak  int64
+	CPUNanos    int64
+}
+
+// Stats reads a container's pid and resource use; a stopped container
+// has Pid -1 and zero figures.
+func (r *Runtime) Stats(name string) Stats {
+	s := Stats{Pid: -1}
+	c, err := r.container(name)
+	if err != nil {
+		return s
+	}
+	defer c.Release()
+	s.Pid = c.InitPid()
+	if s.Pid <= 0 {
+		return s
+	}
+	if mem, err := c.MemoryUsage(); err == nil {
+		s.MemoryBytes = int64(mem)
+	}
+	if cpu, err := c.CPUTime(); err == nil {
+		s.CPUNanos = cpu.Nanoseconds()
+	}
+	for _, key := range []string{"memory.max_usage_in_bytes", "memory.peak"} {
+		if v := c.CgroupItem(key); len(v) > 0 {
+			fmt.Sscan(v[0], &s.MemoryPeak)
+			break
+		}
+	}
+	if v := c.CgroupItem("pids.current"); len(v) > 0 {
+		fmt.Sscan(v[0], &s.Processes)
+	}
+	return s
+}

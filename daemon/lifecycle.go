@@ -1,0 +1,205 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"cell/daemon/config"
+	"cell/daemon/liblxc"
+	"cell/images"
+	"cell/shared/idmap"
+)
+
+// defaultStopTimeout is how long a clean stop waits for init before the
+// container is killed, unless boot.host_shutdown_timeout says otherwise.
+const defaultStopTimeout = 30 * time.Second
+
+// hostMemory is the host's memory in bytes, for percentage limits.
+func hostMemory() int64 {
+	var kb int64
+	if data, err := os.ReadFile("/proc/meminfo"); err == nil {
+		_, _ = fmt.Sscanf(string(data), "MemTotal: %d kB", &kb)
+	}
+	return kb * 1024
+}
+
+// startInstance boots an instance: its rootfs is shifted to the map it
+// needs, its templates rendered, its lxc config written and lxc-start run.
+func (d *Daemon) startInstance(ctx context.Context, name string) error {
+	unlock := d.locks.Lock("instance/" + name)
+	defer unlock()
+	inst, err := d.loadInstance(ctx, name)
+	if err != nil {
+		return err
+	}
+	switch d.runtimeState(name) {
+	case liblxc.Stopped:
+	case liblxc.Frozen:
+		return badRequest("instance %q is frozen: resume it instead", name)
+	default:
+		return badRequest("instance %q is already running", name)
+	}
+	volume, _, err := d.volumePath(inst)
+	if err != nil {
+		return err
+	}
+	rootfs := filepath.Join(volume, "rootfs")
+	if _, err := os.Stat(rootfs); err != nil {
+		return fmt.Errorf("instance %q has no root filesystem: %w", name, err)
+	}
+
+	want := d.idmapFor(inst)
+	if err := d.shiftRootfs(ctx, inst, rootfs, want); err != nil {
+		return err
+	}
+
+	tc := images.TemplateContext{
+		Container: map[string]string{
+			"name": inst.Name, "architecture": inst.Architecture,
+			"privileged": strconv.FormatBool(want.IsPrivileged()), "ephemeral": strconv.FormatBool(inst.Ephemeral),
+		},
+		Config:  inst.expandedConfig,
+		Devices: inst.expandedDevices,
+	}
+	if trigger := inst.Config[keyApplyTemplate]; trigger != "" {
+		tc.Trigger = trigger
+		if err := images.RenderTemplates(ctx, volume, trigger, tc, want); err != nil {
+			return fmt.Errorf("render %s templates: %w", trigger, err)
+		}
+	}
+	tc.Trigger = "start"
+	if err := images.RenderTemplates(ctx, volume, "start", tc, want); err != nil {
+		return fmt.Errorf("render start templates: %w", err)
+	}
+
+	cfg, err := d.lxcConfig(inst, rootfs, want)
+	if err != nil {
+		return err
+	}
+	if err := d.runtime.WriteConfig(name, cfg); err != nil {
+		return err
+	}
+	if err := d.runtime.Start(ctx, name); err != nil {
+		return err
+	}
+	now := time.Now()
+	if err := d.db.SetInstanceConfig(ctx, inst.ID, map[string]string{
+		keyLastPower: "RUNNING", keyApplyTemplate: "", keyIdmapCurrent: want.String(), keyIdmapNext: want.String(),
+	}); err != nil {
+		return err
+	}
+	_ = d.db.TouchInstance(ctx, inst.ID, now)
+	d.events.Lifecycle("instance-started", instanceURL(name), nil)
+	return nil
+}
+
+// lxcConfig turns an instance's expanded config into lxc config.
+func (d *Daemon) lxcConfig(inst *instance, rootfs string, m idmap.Map) (liblxc.Config, error) {
+	cfg := liblxc.Config{
+		Rootfs: rootfs, Idmap: m, HaltSignal: haltSignal(rootfs),
+		Nesting: config.IsTrue(inst.expandedConfig["security.nesting"]),
+		Raw:     inst.expandedConfig["raw.lxc"],
+		Environment: map[string]string{},
+	}
+	for k, v := range inst.expandedConfig {
+		if key, ok := cutPrefix(k, "environment."); ok {
+			cfg.Environment[key] = v
+		}
+	}
+	var err error
+	if cfg.CPUSet, err = config.CPUSet(inst.expandedConfig["limits.cpu"]); err != nil {
+		return cfg, badRequest("limits.cpu: %v", err)
+	}
+	if cfg.MemoryLimit, err = config.MemoryLimit(inst.expandedConfig["limits.memory"], hostMemory()); err != nil {
+		return cfg, badRequest("limits.memory: %v", err)
+	}
+	return cfg, nil
+}
+
+func cutPrefix(s, prefix string) (string, bool) {
+	if len(s) > len(prefix) && s[:len(prefix)] == prefix {
+		return s[len(prefix):], true
+	}
+	return "", false
+}
+
+// shiftRootfs rewrites the owners in the rootfs when the instance needs a
+// different map than the one its files have (for example after
+// security.privileged changed), and records the new one.
+func (d *Daemon) shiftRootfs(ctx context.Context, inst *instance, rootfs string, want idmap.Map) error {
+	last := inst.Config[keyLastIdmap]
+	var have idmap.Map
+	if last != "privileged" && last != "" {
+		var err error
+		if have, err = idmap.Parse(last); err != nil {
+			return fmt.Errorf("instance %q: %s: %w", inst.Name, keyLastIdmap, err)
+		}
+	}
+	if have == want {
+		return nil
+	}
+	if err := idmap.ShiftTree(ctx, rootfs, have, want); err != nil {
+		return fmt.Errorf("shift rootfs of %q: %w", inst.Name, err)
+	}
+	record := want.String()
+	if want.IsPrivileged() {
+		record = "privileged"
+	}
+	return d.db.SetInstanceConfig(ctx, inst.ID, map[string]string{keyLastIdmap: record})
+}
+
+// stopTimeout is the clean-stop timeout of an instance.
+func stopTimeout(inst *instance, requested int) time.Duration {
+	if requested > 0 {
+		return time.Duration(requested) * time.Second
+	}
+	if v, err := strconv.Atoi(inst.expandedConfig["boot.host_shutdown_timeout"]); err == nil && v > 0 {
+		return time.Duration(v) * time.Second
+	}
+	return defaultStopTimeout
+}
+
+// stopInstance stops an instance: cleanly (init's halt signal, then a kill
+// once the timeout passes) or, with force, at once. recordPower says
+// whether the stop is the user's wish (recorded, so the instance stays
+// stopped across reboots) or the host's (not recorded, so it comes back).
+func (d *Daemon) stopInstance(ctx context.Context, name string, force bool, timeout int, recordPower bool) error {
+	unlock := d.locks.Lock("instance/" + name)
+	defer unlock()
+	inst, err := d.loadInstance(ctx, name)
+	if err != nil {
+		return err
+	}
+	state := d.runtimeState(name)
+	if state == liblxc.Stopped {
+		return badRequest("instance %q is not running", name)
+	}
+	if state == liblxc.Frozen || state == liblxc.Freezing {
+		// A frozen init cannot react to its halt signal.
+		if err := d.runtime.Unfreeze(name); err != nil && !force {
+			return err
+		}
+	}
+	if force {
+		err = d.runtime.Stop(name)
+	} else if err = d.runtime.Shutdown(name, stopTimeout(inst, timeout)); err != nil {
+		err = d.runtime.Stop(name)
+	}
+	if err != nil {
+		return err
+	}
+	if recordPower {
+		if err := d.db.SetInstanceConfig(ctx, inst.ID, map[string]string{keyLastPower: "STOPPED"}); err != nil {
+			return err
+		}
+	}
+	d.events.Lifecycle("instance-stopped", instanceURL(name), nil)
+	if inst.Ephemeral {
+		return d.removeInstanceLocked(ctx, inst)
+	}
+	return nil
+}

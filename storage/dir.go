@@ -1,0 +1,170 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+// volumeMode lets anyone traverse a volume, but not list it.
+const volumeMode = 0o711
+
+// Dir stores volumes as plain directories.
+type Dir struct {
+	root string
+}
+
+// NewDir opens (creating if needed) a dir pool rooted at root.
+func NewDir(root string) (*Dir, error) {
+	for _, sub := range []string{"containers", "images"} {
+		if err := os.MkdirAll(filepath.Join(root, sub), 0o711); err != nil {
+			return nil, fmt.Errorf("create dir pool: %w", err)
+		}
+	}
+	return &Dir{root: root}, nil
+}
+
+// Name implements Driver.
+func (d *Dir) Name() string { return "dir" }
+
+// InstancePath implements Driver.
+func (d *Dir) InstancePath(name string) string { return filepath.Join(d.root, "containers", name) }
+
+func (d *Dir) imagePath(fp string) string { return filepath.Join(d.root, "images", fp) }
+
+// tmpPath is where a volume is built before it is renamed into place; the
+// leading dot keeps it out of Instances.
+func tmpPath(final string) string {
+	return filepath.Join(filepath.Dir(final), ".tmp-"+filepath.Base(final))
+}
+
+// HasImage implements Driver.
+func (d *Dir) HasImage(fp string) bool {
+	_, err := os.Stat(d.imagePath(fp))
+	return err == nil
+}
+
+// CreateImage implements Driver.
+func (d *Dir) CreateImage(ctx context.Context, fp string, fill func(dir string) error) error {
+	return buildAtomically(d.imagePath(fp), func(tmp string) error {
+		if err := os.Mkdir(tmp, 0o700); err != nil {
+			return err
+		}
+		return fill(tmp)
+	})
+}
+
+// buildAtomically builds a volume in a temporary dir and renames it into
+// place, so that a failure (or a crash) never leaves a half-made volume
+// under its real name.
+func buildAtomically(final string, build func(tmp string) error) error {
+	tmp := tmpPath(final)
+	if err := os.RemoveAll(tmp); err != nil {
+		return fmt.Errorf("clear leftover %s: %w", tmp, err)
+	}
+	if err := build(tmp); err != nil {
+		_ = os.RemoveAll(tmp)
+		return err
+	}
+	// The container's root user (a high host uid when unprivileged) must
+	// be able to reach its rootfs, and nothing more.
+	if err := os.Chmod(tmp, volumeMode); err != nil {
+		_ = os.RemoveAll(tmp)
+		return fmt.Errorf("set volume mode: %w", err)
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		_ = os.RemoveAll(tmp)
+		return fmt.Errorf("move volume into place: %w", err)
+	}
+	return nil
+}
+
+// DeleteImage implements Driver.
+func (d *Dir) DeleteImage(ctx context.Context, fp string) error {
+	return removeVolume(d.imagePath(fp))
+}
+
+// CreateInstanceFromImage implements Driver: a full copy that keeps
+// owners, modes, hard links and extended attributes.
+func (d *Dir) CreateInstanceFromImage(ctx context.Context, name, fp string) error {
+	src := d.imagePath(fp)
+	if _, err := os.Stat(src); err != nil {
+		return fmt.Errorf("image volume %s: %w", fp, err)
+	}
+	return buildAtomically(d.InstancePath(name), func(tmp string) error {
+		return copyTree(ctx, src, tmp)
+	})
+}
+
+// copyTree copies a directory tree exactly. cp(1) handles every corner
+// (hard links, sparse files, xattrs, device nodes) and reflinks when the
+// filesystem can.
+func copyTree(ctx context.Context, src, dst string) error {
+	out, err := exec.CommandContext(ctx, "cp", "-a", "--reflink=auto", src, dst).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("copy %s: %s: %w", src, strings.TrimSpace(string(out)), err)
+	}
+	return nil
+}
+
+// CreateInstanceEmpty implements Driver.
+func (d *Dir) CreateInstanceEmpty(ctx context.Context, name string) error {
+	return buildAtomically(d.InstancePath(name), func(tmp string) error {
+		if err := os.Mkdir(tmp, 0o700); err != nil {
+			return err
+		}
+		return os.Mkdir(filepath.Join(tmp, "rootfs"), 0o755)
+	})
+}
+
+// DeleteInstance implements Driver.
+func (d *Dir) DeleteInstance(ctx context.Context, name string) error {
+	return removeVolume(d.InstancePath(name))
+}
+
+// removeVolume renames the volume out of the way first, so that a crash
+// during a long removal leaves a temporary dir, never a half-deleted volume
+// under its real name.
+func removeVolume(path string) error {
+	tmp := tmpPath(path)
+	if err := os.Rename(path, tmp); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return fmt.Errorf("remove volume: %w", err)
+	}
+	if err := os.RemoveAll(tmp); err != nil {
+		return fmt.Errorf("remove volume: %w", err)
+	}
+	return nil
+}
+
+// RenameInstance implements Driver.
+func (d *Dir) RenameInstance(ctx context.Context, oldName, newName string) error {
+	if err := os.Rename(d.InstancePath(oldName), d.InstancePath(newName)); err != nil {
+		return fmt.Errorf("rename volume: %w", err)
+	}
+	return nil
+}
+
+// Instances implements Driver.
+func (d *Dir) Instances() ([]string, error) {
+	entries, err := os.ReadDir(filepath.Join(d.root, "containers"))
+	if err != nil {
+		return nil, fmt.Errorf("list volumes: %w", err)
+	}
+	var out []string
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".tmp-") {
+			// Left by a crash: nothing refers to it.
+			_ = os.RemoveAll(filepath.Join(d.root, "containers", e.Name()))
+			continue
+		}
+		out = append(out, e.Name())
+	}
+	return out, nil
+}
