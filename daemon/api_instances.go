@@ -478,4 +478,3 @@ func (d *Daemon) renameInstance(ctx context.Context, inst *instance, newName str
 	d.events.Lifecycle("instance-renamed", instanceURL(newName), map[string]any{"old_name": inst.Name})
 	return nil
 }
-

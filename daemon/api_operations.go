@@ -125,7 +125,6 @@ func (d *Daemon) getEvents(w http.ResponseWriter, r *http.Request) error {
 	}
 }
 
-
 func splitComma(s string) []string {
 	var out []string
 	for _, p := range strings.Split(s, ",") {

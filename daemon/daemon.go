@@ -43,8 +43,8 @@ type Daemon struct {
 
 	locks keyedMutex
 
-	server   *http.Server
-	listener net.Listener
+	server       *http.Server
+	listener     net.Listener
 	shutdownCh   chan struct{}
 	shutdownOnce sync.Once
 

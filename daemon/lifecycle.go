@@ -101,8 +101,8 @@ func (d *Daemon) startInstance(ctx context.Context, name string) error {
 func (d *Daemon) lxcConfig(inst *instance, rootfs string, m idmap.Map) (liblxc.Config, error) {
 	cfg := liblxc.Config{
 		Rootfs: rootfs, Idmap: m, HaltSignal: haltSignal(rootfs),
-		Nesting: config.IsTrue(inst.expandedConfig["security.nesting"]),
-		Raw:     inst.expandedConfig["raw.lxc"],
+		Nesting:     config.IsTrue(inst.expandedConfig["security.nesting"]),
+		Raw:         inst.expandedConfig["raw.lxc"],
 		Environment: map[string]string{},
 	}
 	for k, v := range inst.expandedConfig {

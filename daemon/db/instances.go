@@ -298,4 +298,3 @@ func (d *DB) names(ctx context.Context, query string, args ...any) ([]string, er
 	}
 	return out, rows.Err()
 }
-
