@@ -337,7 +337,12 @@ func (d *Daemon) execPiped(name string, p liblxc.Process, s *execSession) (int, 
 
 // execInteractive runs a command on a new pseudo-terminal.
 func (d *Daemon) execInteractive(name string, p liblxc.Process, s *execSession, m idmap.Map, width, height int) (int, error) {
-	master, slave, err := openPty(int(m.ShiftUID(0)), int(m.ShiftGID(0)))
+	var devpts *os.File
+	if f, err := d.runtime.Devpts(name); err == nil {
+		devpts = f
+		defer devpts.Close()
+	}
+	master, slave, err := openPty(devpts, int(m.ShiftUID(0)), int(m.ShiftGID(0)))
 	if err != nil {
 		return -1, err
 	}
@@ -375,27 +380,32 @@ func (d *Daemon) execInteractive(name string, p liblxc.Process, s *execSession, 
 }
 
 // openPty opens a new pseudo-terminal whose slave belongs to the
-// container's root, so that the shell inside can use it as its own.
-func openPty(uid, gid int) (master, slave *os.File, err error) {
-	master, err = os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
-	if err != nil {
+// container's root, so that the shell inside can use it as its own. With
+// the container's devpts the terminal is created there; otherwise (no
+// devpts fd) on the host's.
+func openPty(devpts *os.File, uid, gid int) (master, slave *os.File, err error) {
+	if devpts != nil {
+		fd, err := unix.Openat(int(devpts.Fd()), "ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, nil, fmt.Errorf("open container pty: %w", err)
+		}
+		master = os.NewFile(uintptr(fd), "ptmx")
+	} else if master, err = os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0); err != nil {
 		return nil, nil, fmt.Errorf("open pty: %w", err)
 	}
 	if err := unix.IoctlSetPointerInt(int(master.Fd()), unix.TIOCSPTLCK, 0); err != nil {
 		master.Close()
 		return nil, nil, fmt.Errorf("unlock pty: %w", err)
 	}
-	n, err := unix.IoctlGetInt(int(master.Fd()), unix.TIOCGPTN)
-	if err != nil {
+	// TIOCGPTPEER opens the slave from the master, without a path that
+	// would have to be looked up in the right devpts.
+	sfd, _, errno := unix.Syscall(unix.SYS_IOCTL, master.Fd(), unix.TIOCGPTPEER, uintptr(unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC))
+	if errno != 0 {
 		master.Close()
-		return nil, nil, fmt.Errorf("pty number: %w", err)
+		return nil, nil, fmt.Errorf("open pty slave: %w", errno)
 	}
-	slave, err = os.OpenFile("/dev/pts/"+strconv.Itoa(n), os.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		master.Close()
-		return nil, nil, fmt.Errorf("open pty slave: %w", err)
-	}
-	if err := slave.Chown(uid, gid); err != nil {
+	slave = os.NewFile(sfd, "pts")
+	if err := errors.Join(slave.Chown(uid, gid), slave.Chmod(0o620)); err != nil {
 		master.Close()
 		slave.Close()
 		return nil, nil, fmt.Errorf("chown pty: %w", err)

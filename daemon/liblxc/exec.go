@@ -46,3 +46,18 @@ func (r *Runtime) Exec(name string, p Process) (*os.Process, error) {
 	}
 	return os.FindProcess(pid)
 }
+
+// Devpts opens the container's own /dev/pts, so that terminals for exec
+// live inside the container (tty(1) then names them).
+func (r *Runtime) Devpts(name string) (*os.File, error) {
+	c, err := r.container(name)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Release()
+	f, err := c.DevptsFd()
+	if err != nil {
+		return nil, fmt.Errorf("open devpts of %s: %w", name, err)
+	}
+	return f, nil
+}

@@ -1,0 +1,396 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"gopkg.in/yaml.v3"
+
+	"cell/client"
+	"cell/shared/api"
+)
+
+func (a *app) cmdProfile() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "profile",
+		Short: "Manage profiles",
+	}
+	cmd.AddCommand(
+		a.cmdProfileList(), a.cmdProfileShow(), a.cmdProfileCreate(), a.cmdProfileCopy(),
+		a.cmdProfileEdit(), a.cmdProfileDelete(), a.cmdProfileRename(),
+		a.cmdProfileAdd(), a.cmdProfileRemove(), a.cmdProfileAssign(),
+		a.cmdProfileGet(), a.cmdProfileSet(), a.cmdProfileUnset(),
+	)
+	return cmd
+}
+
+func (a *app) cmdProfileList() *cobra.Command {
+	var format string
+	cmd := &cobra.Command{
+		Use:     "list [<remote>:]",
+		Aliases: []string{"ls"},
+		Short:   "List profiles",
+		Args:    checkArgs(0, 1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			remote := a.conf.DefaultRemote
+			if len(args) == 1 {
+				r, _, err := a.conf.ParseRemote(args[0])
+				if err != nil {
+					return err
+				}
+				remote = r
+			}
+			c, err := a.client(remote)
+			if err != nil {
+				return err
+			}
+			profiles, err := c.GetProfiles(cmd.Context())
+			if err != nil {
+				return err
+			}
+			var rows [][]string
+			for _, p := range profiles {
+				rows = append(rows, []string{p.Name, p.Description, strconv.Itoa(len(p.UsedBy))})
+			}
+			sortRows(rows)
+			return renderTable(a.stdout, format, []string{"NAME", "DESCRIPTION", "USED BY"}, rows, profiles)
+		},
+	}
+	cmd.Flags().StringVarP(&format, "format", "f", "table", "Format (csv|json|table|yaml|compact)")
+	return cmd
+}
+
+func (a *app) cmdProfileShow() *cobra.Command {
+	return &cobra.Command{
+		Use:   "show [<remote>:]<profile>",
+		Short: "Show profile configurations",
+		Args:  checkArgs(1, 1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, name, err := a.parseOne(args[0])
+			if err != nil {
+				return err
+			}
+			p, _, err := c.GetProfile(cmd.Context(), name)
+			if err != nil {
+				return err
+			}
+			return a.printYAML(p)
+		},
+	}
+}
+
+func (a *app) cmdProfileCreate() *cobra.Command {
+	var description string
+	cmd := &cobra.Command{
+		Use:   "create [<remote>:]<profile>",
+		Short: "Create profiles",
+		Example: `  c profile create p1
+  c profile create p1 < config.yaml
+      Create a profile with the configuration from config.yaml`,
+		Args: checkArgs(1, 1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, name, err := a.parseOne(args[0])
+			if err != nil {
+				return err
+			}
+			req := api.ProfilesPost{Name: name}
+			if !a.stdinIsTerminal() {
+				data, err := io.ReadAll(a.stdin)
+				if err != nil {
+					return err
+				}
+				if err := yaml.Unmarshal(data, &req.ProfilePut); err != nil {
+					return fmt.Errorf("parse profile from stdin: %w", err)
+				}
+			}
+			if description != "" {
+				req.Description = description
+			}
+			if err := c.CreateProfile(cmd.Context(), req); err != nil {
+				return err
+			}
+			if !a.flagQuiet {
+				fmt.Fprintf(a.stdout, "Profile %s created\n", name)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&description, "description", "", "Profile description")
+	return cmd
+}
+
+func (a *app) cmdProfileCopy() *cobra.Command {
+	return &cobra.Command{
+		Use:     "copy [<remote>:]<profile> [<remote>:]<profile>",
+		Aliases: []string{"cp"},
+		Short:   "Copy profiles",
+		Args:    checkArgs(2, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			src, srcName, err := a.parseOne(args[0])
+			if err != nil {
+				return err
+			}
+			dst, dstName, err := a.parseOne(args[1])
+			if err != nil {
+				return err
+			}
+			if dstName == "" {
+				dstName = srcName
+			}
+			p, _, err := src.GetProfile(ctx, srcName)
+			if err != nil {
+				return err
+			}
+			return dst.CreateProfile(ctx, api.ProfilesPost{Name: dstName, ProfilePut: p.ProfilePut})
+		},
+	}
+}
+
+func (a *app) cmdProfileEdit() *cobra.Command {
+	return &cobra.Command{
+		Use:   "edit [<remote>:]<profile>",
+		Short: "Edit profile configurations as YAML",
+		Example: `  c profile edit <profile> < profile.yaml
+      Update a profile using the content of profile.yaml`,
+		Args: checkArgs(1, 1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			c, name, err := a.parseOne(args[0])
+			if err != nil {
+				return err
+			}
+			p, etag, err := c.GetProfile(ctx, name)
+			if err != nil {
+				return err
+			}
+			return a.editYAML(p.ProfilePut, func(data []byte) error {
+				var put api.ProfilePut
+				if err := yaml.Unmarshal(data, &put); err != nil {
+					return err
+				}
+				return c.UpdateProfile(ctx, name, put, etag)
+			})
+		},
+	}
+}
+
+func (a *app) cmdProfileDelete() *cobra.Command {
+	return &cobra.Command{
+		Use:     "delete [<remote>:]<profile>",
+		Aliases: []string{"rm"},
+		Short:   "Delete profiles",
+		Args:    checkArgs(1, 1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, name, err := a.parseOne(args[0])
+			if err != nil {
+				return err
+			}
+			if err := c.DeleteProfile(cmd.Context(), name); err != nil {
+				return err
+			}
+			if !a.flagQuiet {
+				fmt.Fprintf(a.stdout, "Profile %s deleted\n", name)
+			}
+			return nil
+		},
+	}
+}
+
+func (a *app) cmdProfileRename() *cobra.Command {
+	return &cobra.Command{
+		Use:     "rename [<remote>:]<profile> <new-name>",
+		Aliases: []string{"mv"},
+		Short:   "Rename profiles",
+		Args:    checkArgs(2, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, name, err := a.parseOne(args[0])
+			if err != nil {
+				return err
+			}
+			if err := c.RenameProfile(cmd.Context(), name, args[1]); err != nil {
+				return err
+			}
+			if !a.flagQuiet {
+				fmt.Fprintf(a.stdout, "Profile %s renamed to %s\n", name, args[1])
+			}
+			return nil
+		},
+	}
+}
+
+// editProfiles changes an instance's profile list with fn and saves it.
+func (a *app) editProfiles(ctx context.Context, arg string, fn func([]string) ([]string, error)) (string, error) {
+	c, name, err := a.parseOne(arg)
+	if err != nil {
+		return "", err
+	}
+	inst, etag, err := c.GetInstance(ctx, name)
+	if err != nil {
+		return "", err
+	}
+	profiles, err := fn(inst.Profiles)
+	if err != nil {
+		return "", err
+	}
+	inst.Profiles = profiles
+	return name, a.putInstance(ctx, c, name, inst.InstancePut, etag)
+}
+
+func (a *app) cmdProfileAdd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "add [<remote>:]<instance> <profile>",
+		Short: "Add profiles to instances",
+		Args:  checkArgs(2, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name, err := a.editProfiles(cmd.Context(), args[0], func(p []string) ([]string, error) {
+				if slices.Contains(p, args[1]) {
+					return nil, fmt.Errorf("Profile %s is already applied", args[1])
+				}
+				return append(p, args[1]), nil
+			})
+			if err == nil && !a.flagQuiet {
+				fmt.Fprintf(a.stdout, "Profile %s added to %s\n", args[1], name)
+			}
+			return err
+		},
+	}
+}
+
+func (a *app) cmdProfileRemove() *cobra.Command {
+	return &cobra.Command{
+		Use:   "remove [<remote>:]<instance> <profile>",
+		Short: "Remove profiles from instances",
+		Args:  checkArgs(2, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name, err := a.editProfiles(cmd.Context(), args[0], func(p []string) ([]string, error) {
+				i := slices.Index(p, args[1])
+				if i < 0 {
+					return nil, fmt.Errorf("Profile %s isn't currently applied to %s", args[1], instanceArgName(args[0]))
+				}
+				return slices.Delete(p, i, i+1), nil
+			})
+			if err == nil && !a.flagQuiet {
+				fmt.Fprintf(a.stdout, "Profile %s removed from %s\n", args[1], name)
+			}
+			return err
+		},
+	}
+}
+
+func (a *app) cmdProfileAssign() *cobra.Command {
+	return &cobra.Command{
+		Use:   "assign [<remote>:]<instance> <profiles>",
+		Short: "Assign sets of profiles to instances",
+		Example: `  c profile assign foo default,bar
+      Set the profiles for "foo" to "default" and "bar".
+
+  c profile assign foo ""
+      Remove all profile from "foo"`,
+		Args: checkArgs(2, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			profiles := []string{}
+			if args[1] != "" {
+				profiles = strings.Split(args[1], ",")
+			}
+			name, err := a.editProfiles(cmd.Context(), args[0], func([]string) ([]string, error) {
+				return profiles, nil
+			})
+			if err != nil || a.flagQuiet {
+				return err
+			}
+			if len(profiles) == 0 {
+				fmt.Fprintf(a.stdout, "Profiles removed from %s\n", name)
+			} else {
+				fmt.Fprintf(a.stdout, "Profiles %s applied to %s\n", args[1], name)
+			}
+			return nil
+		},
+	}
+}
+
+func (a *app) cmdProfileGet() *cobra.Command {
+	return &cobra.Command{
+		Use:   "get [<remote>:]<profile> <key>",
+		Short: "Get values for profile configuration keys",
+		Args:  checkArgs(2, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, name, err := a.parseOne(args[0])
+			if err != nil {
+				return err
+			}
+			p, _, err := c.GetProfile(cmd.Context(), name)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(a.stdout, p.Config[args[1]])
+			return nil
+		},
+	}
+}
+
+// updateProfileConfig changes a profile's config with fn and saves it.
+func (a *app) updateProfileConfig(ctx context.Context, arg string, fn func(map[string]string) error) error {
+	c, name, err := a.parseOne(arg)
+	if err != nil {
+		return err
+	}
+	return updateProfile(ctx, c, name, fn)
+}
+
+func updateProfile(ctx context.Context, c *client.Client, name string, fn func(map[string]string) error) error {
+	p, etag, err := c.GetProfile(ctx, name)
+	if err != nil {
+		return err
+	}
+	if p.Config == nil {
+		p.Config = map[string]string{}
+	}
+	if err := fn(p.Config); err != nil {
+		return err
+	}
+	return c.UpdateProfile(ctx, name, p.ProfilePut, etag)
+}
+
+func (a *app) cmdProfileSet() *cobra.Command {
+	return &cobra.Command{
+		Use:   "set [<remote>:]<profile> <key><value>...",
+		Short: "Set profile configuration keys",
+		Args:  checkArgs(2, -1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			keys, err := parseSetKeys(args[1:])
+			if err != nil {
+				return err
+			}
+			return a.updateProfileConfig(cmd.Context(), args[0], func(config map[string]string) error {
+				for k, v := range keys {
+					config[k] = v
+				}
+				return nil
+			})
+		},
+	}
+}
+
+func (a *app) cmdProfileUnset() *cobra.Command {
+	return &cobra.Command{
+		Use:   "unset [<remote>:]<profile> <key>",
+		Short: "Unset profile configuration keys",
+		Args:  checkArgs(2, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.updateProfileConfig(cmd.Context(), args[0], func(config map[string]string) error {
+				if _, ok := config[args[1]]; !ok {
+					return errors.New("Can't unset key '" + args[1] + "', it's not currently set")
+				}
+				delete(config, args[1])
+				return nil
+			})
+		},
+	}
+}
