@@ -175,6 +175,9 @@ func (d *Daemon) recover(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := d.recoverImages(ctx); err != nil {
+		return err
+	}
 	known := map[string]map[string]bool{}
 	list, err := d.db.Instances(ctx)
 	if err != nil {
@@ -280,4 +283,30 @@ func (k *keyedMutex) Lock(key string) func() {
 		}
 		k.mu.Unlock()
 	}
+}
+
+// recoverImages removes image files that have no database row: an upload
+// that the daemon died in the middle of recording.
+func (d *Daemon) recoverImages(ctx context.Context) error {
+	rows, err := d.db.Images(ctx)
+	if err != nil {
+		return err
+	}
+	known := map[string]bool{}
+	for _, img := range rows {
+		known[img.Fingerprint] = true
+	}
+	stored, err := d.images.Fingerprints()
+	if err != nil {
+		return err
+	}
+	for _, fp := range stored {
+		if !known[fp] {
+			slog.Warn("removing image whose import was interrupted", "fingerprint", fp)
+			if err := d.images.Delete(fp); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

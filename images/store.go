@@ -360,3 +360,18 @@ func (s *Store) Delete(fingerprint string) error {
 	syncDir(s.dir)
 	return nil
 }
+
+// Fingerprints lists the images in the store.
+func (s *Store) Fingerprints() ([]string, error) {
+	entries, err := os.ReadDir(s.dir)
+	if err != nil {
+		return nil, fmt.Errorf("list image store: %w", err)
+	}
+	var out []string
+	for _, e := range entries {
+		if validFingerprint(e.Name()) {
+			out = append(out, e.Name())
+		}
+	}
+	return out, nil
+}
