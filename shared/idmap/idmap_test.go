@@ -37,7 +37,7 @@ func TestShiftTreeKeepsSetuid(t *testing.T) {
 	if err := os.Chown(file, 1000000, 1000005); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Chmod(file, 0o4755); err != nil {
+	if err := syscall.Chmod(file, 0o4755); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Symlink("su", filepath.Join(dir, "link")); err != nil {
