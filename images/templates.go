@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
@@ -43,6 +44,9 @@ const maxTemplateSize = 4 << 20
 // is not a regular file (a fifo or device a container made) is an error.
 func RenderTemplates(ctx context.Context, dir, trigger string, tc TemplateContext, m idmap.Map) error {
 	md, err := ReadVolumeMetadata(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // an instance made empty, not from an image, has no templates
+	}
 	if err != nil {
 		return err
 	}
