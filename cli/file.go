@@ -323,6 +323,13 @@ func (a *app) cmdFilePull() *cobra.Command {
 			destIsDir := false
 			if st, err := os.Stat(dest); err == nil && st.IsDir() {
 				destIsDir = true
+			} else if recursive {
+				// As lxc: a recursive pull always lands inside the target
+				// directory, made if missing.
+				if err := os.MkdirAll(dest, 0o755); err != nil {
+					return err
+				}
+				destIsDir = true
 			} else if len(sources) > 1 || strings.HasSuffix(dest, "/") {
 				if !createDirs {
 					return fmt.Errorf("Target %q is not a directory", dest)

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bytes"
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
@@ -9,8 +8,6 @@ import (
 	"sort"
 	"strings"
 	"unicode/utf8"
-
-	"gopkg.in/yaml.v3"
 )
 
 // Output formats of the list commands.
@@ -52,21 +49,6 @@ func renderTable(w io.Writer, format string, header []string, rows [][]string, d
 		return fmt.Errorf("Invalid format %q", format)
 	}
 	return nil
-}
-
-// marshalYAML encodes v the way `c` shows YAML everywhere: two-space
-// indentation.
-func marshalYAML(v any) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := yaml.NewEncoder(&buf)
-	enc.SetIndent(2)
-	if err := enc.Encode(v); err != nil {
-		return nil, fmt.Errorf("encode yaml: %w", err)
-	}
-	if err := enc.Close(); err != nil {
-		return nil, fmt.Errorf("encode yaml: %w", err)
-	}
-	return buf.Bytes(), nil
 }
 
 // cellLines splits a cell into its lines; a multi-line cell (several IP

@@ -509,8 +509,9 @@ func (a *app) cmdImageExport() *cobra.Command {
 		Long: `Export and download images
 
 The output target is optional and defaults to the working directory. A
-directory target receives the files under the server's names; any other
-target is a base name to which the server's file extension is added.`,
+directory target receives the files under the server's names. Any other
+target names the file: a unified image gets the server's extension added
+(TARGET.tar.xz); a split image gives TARGET (metadata) and TARGET.root.`,
 		Args: checkArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -574,11 +575,14 @@ func (a *app) exportImage(ctx context.Context, c *client.Client, fp, target stri
 	}
 	metaName := name(res.MetaName, fp+".tar.xz")
 	if res.RootfsName != "" {
-		// A split image: the metadata tarball gets the "meta-" name.
+		// A split image to a named target: TARGET and TARGET.root, as lxc
+		// names them.
+		rootfsName := name(res.RootfsName, fp+".squashfs")
 		if base != "" {
-			metaName = filepath.Join(dir, "meta-"+base+fileExtension(res.MetaName))
+			metaName = filepath.Join(dir, base)
+			rootfsName = metaName + ".root"
 		}
-		if err := closeAndRename(rootfs, name(res.RootfsName, fp+".squashfs")); err != nil {
+		if err := closeAndRename(rootfs, rootfsName); err != nil {
 			return err
 		}
 	}

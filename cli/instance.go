@@ -343,7 +343,7 @@ func (a *app) changeState(ctx context.Context, args []string, action, verb strin
 	if err != nil {
 		return err
 	}
-	var failed []string
+	failed := false
 	for _, t := range ts {
 		err := a.changeOne(ctx, t, action, flags)
 		if err == nil {
@@ -352,16 +352,34 @@ func (a *app) changeState(ctx context.Context, args []string, action, verb strin
 		if len(ts) == 1 {
 			return err
 		}
-		failed = append(failed, fmt.Sprintf("%s: %v", t.name, err))
+		// Several instances: each failure on its own line, then a summary,
+		// as lxc prints them.
+		fmt.Fprintf(a.stderr, "%s: error: %v\n", t.name, err)
+		failed = true
 	}
-	if len(failed) > 0 {
-		return fmt.Errorf("Some instances failed to %s:\n%s", verb, strings.Join(failed, "\n"))
+	if failed {
+		fmt.Fprintln(a.stderr)
+		return fmt.Errorf("Some instances failed to %s", verb)
 	}
 	return nil
 }
 
+// alreadyThere reports whether an instance in status is already where
+// action leads, so that --all can skip it.
+func alreadyThere(action string, status api.StatusCode) bool {
+	switch action {
+	case "start", "unfreeze":
+		return status == api.Running
+	case "stop":
+		return status == api.Stopped
+	case "freeze":
+		return status == api.Frozen
+	}
+	return false
+}
+
 func (a *app) changeOne(ctx context.Context, t target, action string, flags *stateFlags) error {
-	if action == "start" || action == "unfreeze" {
+	if action == "start" || flags.all {
 		// `start` on a paused instance resumes it, as lxc does; with --all
 		// instances already in the wanted state are skipped.
 		inst, _, err := t.c.GetInstance(ctx, t.name)
@@ -371,7 +389,7 @@ func (a *app) changeOne(ctx context.Context, t target, action string, flags *sta
 		if action == "start" && inst.StatusCode == api.Frozen {
 			action = "unfreeze"
 		}
-		if flags.all && action == "start" && inst.StatusCode == api.Running {
+		if flags.all && alreadyThere(action, inst.StatusCode) {
 			return nil
 		}
 	}

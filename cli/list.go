@@ -279,13 +279,11 @@ func parseFilter(arg string) (instanceFilter, bool) {
 	return func(i *api.InstanceFull) bool { return matchConfig(key, value, i.ExpandedConfig) }, false
 }
 
-// anchored compiles a regular expression that must match a whole string.
+// anchored compiles a filter's regular expression. Without an explicit ^
+// or $ it must match the whole string, as in lxc.
 func anchored(expr string) *regexp.Regexp {
-	if !strings.HasPrefix(expr, "^") {
-		expr = "^" + expr
-	}
-	if !strings.HasSuffix(expr, "$") {
-		expr += "$"
+	if !strings.ContainsAny(expr, "^$") {
+		expr = "^" + expr + "$"
 	}
 	re, err := regexp.Compile(expr)
 	if err != nil {

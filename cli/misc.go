@@ -149,12 +149,13 @@ func (a *app) cmdQuery() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// JSON goes out as JSON; anything else (a file's content) raw.
 			var body any
 			if data != "" {
-				if !json.Valid([]byte(data)) {
-					return errors.New("The data must be valid JSON")
+				body = strings.NewReader(data)
+				if json.Valid([]byte(data)) {
+					body = json.RawMessage(data)
 				}
-				body = json.RawMessage(data)
 			}
 			resp, err := c.RawQuery(ctx, strings.ToUpper(method), p, body, "")
 			if err != nil {
@@ -182,7 +183,7 @@ func (a *app) cmdQuery() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(a.stdout, "%s\n", out)
+				fmt.Fprintf(a.stdout, "%s\n\n", out)
 				return nil
 			}
 			if len(env.Metadata) > 0 && string(env.Metadata) != "{}" && string(env.Metadata) != "null" {
@@ -190,7 +191,8 @@ func (a *app) cmdQuery() *cobra.Command {
 				if err := json.Indent(&buf, env.Metadata, "", "\t"); err != nil {
 					return err
 				}
-				fmt.Fprintf(a.stdout, "%s\n", buf.Bytes())
+				// lxc leaves a blank line after the document.
+				fmt.Fprintf(a.stdout, "%s\n\n", buf.Bytes())
 			}
 			return nil
 		},

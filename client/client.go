@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"mime"
 	"net"
 	"net/http"
@@ -159,13 +160,21 @@ func (c *Client) rawDo(ctx context.Context, r request) (*http.Response, error) {
 		req.Header[k] = vs
 	}
 
+	slog.Debug("api request", "method", r.method, "path", r.path, "query", r.query.Encode())
 	resp, err := c.http.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
+		// The URL in a *url.Error is a placeholder for unix sockets: say
+		// where the server really is instead.
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err
+		}
 		return nil, fmt.Errorf("cannot reach the server at %s: %w", c.desc, err)
 	}
+	slog.Debug("api response", "method", r.method, "path", r.path, "status", resp.StatusCode)
 	return resp, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"sync"
 	"time"
@@ -41,7 +42,7 @@ type Exec struct {
 // Reading Stdin happens in a goroutine that may stay blocked in Read until
 // the reader returns, even after the command ended (as with a terminal).
 func (c *Client) ExecInstance(ctx context.Context, name string, req api.InstanceExecPost, streams ExecIO) (*Exec, error) {
-	op, err := c.doOperation(ctx, request{method: "POST", path: urlPath("instances", name, "exec"), body: req})
+	op, err := c.doOperation(ctx, request{method: http.MethodPost, path: urlPath("instances", name, "exec"), body: req})
 	if err != nil {
 		return nil, err
 	}
@@ -51,9 +52,18 @@ func (c *Client) ExecInstance(ctx context.Context, name string, req api.Instance
 		return e, nil
 	}
 
+	fail := func(err error) (*Exec, error) {
+		e.closeAll()
+		// The server is waiting for the websockets; cancelling spares it
+		// a wait until its own timeout.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = op.Cancel(cctx)
+		return nil, err
+	}
 	fds, err := execSecrets(op.Metadata)
 	if err != nil {
-		return nil, err
+		return fail(err)
 	}
 	connect := func(fd string) (*websocket.Conn, error) {
 		secret, ok := fds[fd]
@@ -66,13 +76,6 @@ func (c *Client) ExecInstance(ctx context.Context, name string, req api.Instance
 		}
 		e.conns = append(e.conns, conn)
 		return conn, nil
-	}
-	fail := func(err error) (*Exec, error) {
-		e.closeAll()
-		// The server is waiting for the remaining websockets; cancelling
-		// spares it a wait until its own timeout.
-		_ = op.Cancel(context.WithoutCancel(ctx))
-		return nil, err
 	}
 
 	if e.control, err = connect("control"); err != nil {
@@ -90,6 +93,9 @@ func (c *Client) ExecInstance(ctx context.Context, name string, req api.Instance
 		go sendStream(conn, streams.Stdin)
 		go func() {
 			receiveStream(conn, streams.Stdout)
+			// The server finishes the exec only once this side is closed
+			// too; stdin (a terminal) may never end on its own.
+			closeConn(conn)
 			close(e.outputDone)
 		}()
 		return e, nil
@@ -109,6 +115,7 @@ func (c *Client) ExecInstance(ctx context.Context, name string, req api.Instance
 	go func() { defer wg.Done(); receiveStream(conns[2], streams.Stderr) }()
 	go func() {
 		wg.Wait()
+		closeConn(conns[0])
 		close(e.outputDone)
 	}()
 	return e, nil
@@ -172,6 +179,13 @@ func receiveStream(conn *websocket.Conn, w io.Writer) {
 			}
 		}
 	}
+}
+
+// closeConn says goodbye with a close message, then drops the connection.
+func closeConn(conn *websocket.Conn) {
+	msg := websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")
+	_ = conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
+	_ = conn.Close()
 }
 
 // drain reads and drops messages until the connection ends.
