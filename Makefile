@@ -17,6 +17,7 @@ deps:
 lint:
 	test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
 # Unit tests need nothing but Go; integration tests (tests/) need root,
 # liblxc and the test images, which they build and cache themselves.
