@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -29,7 +30,17 @@ import (
 func main() {
 	debug := flag.Bool("debug", false, "log debug messages")
 	timeout := flag.Duration("timeout", 0, "waitready/shutdown: give up after this long (0: no limit)")
-	flag.Parse()
+	// The command comes first (celld waitready --timeout 5s), flags after.
+	args := os.Args[1:]
+	cmd := ""
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	_ = flag.CommandLine.Parse(args)
+	if flag.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "Error: unexpected argument %q\n", flag.Arg(0))
+		os.Exit(2)
+	}
 	level := slog.LevelInfo
 	if *debug {
 		level = slog.LevelDebug
@@ -41,7 +52,7 @@ func main() {
 		dir = "/var/lib/cell"
 	}
 	var err error
-	switch flag.Arg(0) {
+	switch cmd {
 	case "", "daemon":
 		err = run(dir)
 	case "shutdown":
@@ -49,7 +60,7 @@ func main() {
 	case "waitready":
 		err = waitReady(dir, *timeout)
 	default:
-		err = fmt.Errorf("unknown command %q (use daemon, shutdown or waitready)", flag.Arg(0))
+		err = fmt.Errorf("unknown command %q (use daemon, shutdown or waitready)", cmd)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "Error:", err)
