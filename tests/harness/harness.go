@@ -428,3 +428,12 @@ func (d *Daemon) LXCState(name string) string {
 	out, _ := exec.Command("lxc-info", "-s", "-H", "-n", name, "-P", filepath.Join(d.Dir, "lxc")).Output()
 	return strings.TrimSpace(string(out))
 }
+
+// For returns the daemon bound to a subtest, so that its helpers fail the
+// subtest rather than the parent. Use it only for requests: starting and
+// killing the daemon belong to the test that started it.
+func (d *Daemon) For(t testing.TB) *Daemon {
+	c := *d
+	c.t = t
+	return &c
+}
