@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -167,6 +168,30 @@ func fileOwner(r *http.Request) (uid, gid int64, mode uint32, hasOwner, hasMode 
 	return uid, gid, mode, hasOwner, hasMode, nil
 }
 
+// shiftOwner turns the container uid and gid of a push into host ids. Ids
+// the instance does not have are refused: shifted, they would name a user
+// of another range, or wrap around uid_t to the host's root (and 2^32-1 is
+// -1, which chown takes as "leave the owner alone": root again), leaving a
+// root-owned file, perhaps setuid, in the rootfs.
+func shiftOwner(m idmap.Map, uid, gid int64) (int, int, error) {
+	check := func(header string, id, size int64) error {
+		if size == 0 {
+			size = math.MaxUint32 // privileged: every uid_t but -1
+		}
+		if id < 0 || id >= size {
+			return badRequest("%s %d is outside the instance's ids (0 to %d)", header, id, size-1)
+		}
+		return nil
+	}
+	if err := check("X-LXD-uid", uid, m.UID.Size); err != nil {
+		return 0, 0, err
+	}
+	if err := check("X-LXD-gid", gid, m.GID.Size); err != nil {
+		return 0, 0, err
+	}
+	return int(m.ShiftUID(uid)), int(m.ShiftGID(gid)), nil
+}
+
 // maxSymlinkTarget bounds a pushed symlink's target.
 const maxSymlinkTarget = 4096
 
@@ -183,7 +208,10 @@ func (d *Daemon) postInstanceFile(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	hostUID, hostGID := int(m.ShiftUID(uid)), int(m.ShiftGID(gid))
+	hostUID, hostGID, err := shiftOwner(m, uid, gid)
+	if err != nil {
+		return err
+	}
 	switch kind := fileHeader(r, "type"); kind {
 	case "", "file":
 		write := fileHeader(r, "write")

@@ -41,6 +41,16 @@ func hostArchitecture() string {
 	return normalizeArch(unameMachine())
 }
 
+// supportedArchitecture checks an architecture a client asked for and
+// returns its kernel name. Only the host's own runs here: containers get
+// the 64-bit personality (lxc.arch = linux64).
+func supportedArchitecture(a string) (string, error) {
+	if n := normalizeArch(a); n == hostArchitecture() {
+		return n, nil
+	}
+	return "", badRequest("architecture %q is not supported by this host (use %s)", a, hostArchitecture())
+}
+
 func apiImage(i db.Image) api.Image {
 	out := api.Image{
 		ImagePut: api.ImagePut{
@@ -122,12 +132,14 @@ type lazyPart struct {
 
 func (l *lazyPart) Read(p []byte) (int, error) {
 	if l.part == nil {
+		// Both are the client's mistake (ErrInvalidImage: a 400), not a
+		// failure of the server.
 		part, err := l.mr.NextPart()
 		if err != nil {
-			return 0, fmt.Errorf("split image: missing rootfs part: %w", err)
+			return 0, fmt.Errorf("%w: split image: missing rootfs part: %v", images.ErrInvalidImage, err)
 		}
 		if n := part.FormName(); n != "rootfs" && n != "rootfs.img" {
-			return 0, fmt.Errorf("split image: unexpected part %q after metadata (want rootfs or rootfs.img)", n)
+			return 0, fmt.Errorf("%w: split image: unexpected part %q after metadata (want rootfs or rootfs.img)", images.ErrInvalidImage, n)
 		}
 		l.part = part
 	}

@@ -130,6 +130,18 @@ func (d *Daemon) createInstance(w http.ResponseWriter, r *http.Request) error {
 	if err := config.ValidateInstance(req.Config); err != nil {
 		return badRequest("%v", err)
 	}
+	// Devices as profiles take them: one celld cannot set up must not be
+	// accepted and then silently left out.
+	if err := validateDevices(req.Devices); err != nil {
+		return err
+	}
+	if req.Architecture != "" {
+		arch, err := supportedArchitecture(req.Architecture)
+		if err != nil {
+			return err
+		}
+		req.Architecture = arch
+	}
 	if req.Profiles == nil {
 		req.Profiles = []string{"default"}
 	}
@@ -337,6 +349,14 @@ func (d *Daemon) updateInstance(w http.ResponseWriter, r *http.Request, patch bo
 	if err := config.ValidateInstance(req.Config); err != nil {
 		return badRequest("%v", err)
 	}
+	if err := validateDevices(req.Devices); err != nil {
+		return err
+	}
+	if req.Architecture != "" && req.Architecture != inst.Architecture {
+		if req.Architecture, err = supportedArchitecture(req.Architecture); err != nil {
+			return err
+		}
+	}
 	profiles, err := d.profileMap(ctx)
 	if err != nil {
 		return err
@@ -359,7 +379,19 @@ func (d *Daemon) updateInstance(w http.ResponseWriter, r *http.Request, patch bo
 		return err
 	}
 	d.events.Lifecycle("instance-updated", instanceURL(name), nil)
-	return syncResponse(w, nil)
+	if patch {
+		return syncResponse(w, nil)
+	}
+	// LXD answers PUT with an operation (PATCH is sync), and LXD's client
+	// waits on it: a sync answer makes `lxc config set` fail with "not
+	// found: /1.0/operations/". The change is a database write and is
+	// already done (so user errors still answer 400 at once); the
+	// operation only reports it.
+	return asyncResponse(w, d.ops.Start(ctx, operations.Spec{
+		Description: "Updating instance",
+		Resources:   instanceResources(name),
+		Run:         func(context.Context, *operations.Operation) error { return nil },
+	}))
 }
 
 func (d *Daemon) deleteInstance(w http.ResponseWriter, r *http.Request) error {
@@ -454,10 +486,14 @@ func (d *Daemon) postInstance(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (d *Daemon) renameInstance(ctx context.Context, inst *instance, newName string) error {
-	unlockOld := d.locks.Lock("instance/" + inst.Name)
-	defer unlockOld()
-	unlockNew := d.locks.Lock("instance/" + newName)
-	defer unlockNew()
+	// Both names are locked, always in the same order, so that two
+	// renames crossing each other cannot deadlock.
+	first, second := inst.Name, newName
+	if second < first {
+		first, second = second, first
+	}
+	defer d.locks.Lock("instance/" + first)()
+	defer d.locks.Lock("instance/" + second)()
 	if d.runtimeState(inst.Name) != liblxc.Stopped {
 		return fmt.Errorf("instance %q was started: not renaming it", inst.Name)
 	}
@@ -465,14 +501,25 @@ func (d *Daemon) renameInstance(ctx context.Context, inst *instance, newName str
 	if err != nil {
 		return err
 	}
+	// The old name is recorded before anything moves, so that a crash
+	// between the row's rename and the volume's is finished at the next
+	// start (recoverRenames).
+	if err := d.db.SetInstanceConfig(ctx, inst.ID, map[string]string{keyRenameFrom: inst.Name}); err != nil {
+		return err
+	}
 	if err := d.db.RenameInstance(ctx, inst.ID, newName); err != nil {
+		_ = d.db.SetInstanceConfig(context.WithoutCancel(ctx), inst.ID, map[string]string{keyRenameFrom: ""})
 		return err
 	}
 	if err := pool.RenameInstance(ctx, inst.Name, newName); err != nil {
 		_ = d.db.RenameInstance(context.WithoutCancel(ctx), inst.ID, inst.Name)
+		_ = d.db.SetInstanceConfig(context.WithoutCancel(ctx), inst.ID, map[string]string{keyRenameFrom: ""})
 		return err
 	}
 	if err := d.runtime.Rename(inst.Name, newName); err != nil {
+		return err
+	}
+	if err := d.db.SetInstanceConfig(ctx, inst.ID, map[string]string{keyRenameFrom: ""}); err != nil {
 		return err
 	}
 	d.events.Lifecycle("instance-renamed", instanceURL(newName), map[string]any{"old_name": inst.Name})

@@ -91,13 +91,15 @@ func (d *Daemon) getEvents(w http.ResponseWriter, r *http.Request) error {
 			}
 		}
 	}
+	// Subscribe before the handshake answers: a client that acts right
+	// after connecting must get the events of what it did.
+	l := d.events.Listen(types)
+	defer l.Close()
 	conn, err := upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return nil
 	}
 	defer conn.Close()
-	l := d.events.Listen(types)
-	defer l.Close()
 	// The client sends nothing; reading notices when it disconnects.
 	gone := make(chan struct{})
 	go func() {

@@ -178,6 +178,9 @@ func (d *Daemon) recover(ctx context.Context) error {
 	if err := d.recoverImages(ctx); err != nil {
 		return err
 	}
+	if err := d.recoverRenames(ctx); err != nil {
+		return err
+	}
 	known := map[string]map[string]bool{}
 	list, err := d.db.Instances(ctx)
 	if err != nil {
@@ -306,6 +309,38 @@ func (d *Daemon) recoverImages(ctx context.Context) error {
 			if err := d.images.Delete(fp); err != nil {
 				return err
 			}
+		}
+	}
+	return nil
+}
+
+// recoverRenames finishes renames a crash interrupted: the row carries the
+// old name in volatile.rename_from until the volume has moved too.
+func (d *Daemon) recoverRenames(ctx context.Context) error {
+	rows, err := d.db.Instances(ctx)
+	if err != nil {
+		return err
+	}
+	for _, row := range rows {
+		old := row.Config[keyRenameFrom]
+		if old == "" {
+			continue
+		}
+		p, err := d.pool(row.Pool)
+		if err != nil {
+			return err
+		}
+		if old != row.Name {
+			if _, err := os.Stat(p.InstancePath(row.Name)); errors.Is(err, os.ErrNotExist) {
+				slog.Warn("finishing interrupted rename", "from", old, "to", row.Name)
+				if err := p.RenameInstance(ctx, old, row.Name); err != nil {
+					return err
+				}
+			}
+			_ = d.runtime.Rename(old, row.Name)
+		}
+		if err := d.db.SetInstanceConfig(ctx, row.ID, map[string]string{keyRenameFrom: ""}); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -42,9 +42,15 @@ const maxWebsocketMessage = 1 << 20
 type execSession struct {
 	secrets map[string]string // fd name ("0", "1", "2", "control") -> secret
 
-	mu        sync.Mutex
-	conns     map[string]*websocket.Conn
+	mu    sync.Mutex
+	conns map[string]*websocket.Conn
+	// connected is closed once every data websocket (all but control) is
+	// connected: the command starts then. The control websocket is
+	// optional, as in LXD: pylxd never connects it.
 	connected chan struct{}
+	// controlReady is closed when the control websocket connects.
+	controlReady chan struct{}
+	closed       bool
 }
 
 func newSecret() string {
@@ -54,7 +60,8 @@ func newSecret() string {
 }
 
 func newExecSession(fds []string) *execSession {
-	s := &execSession{secrets: map[string]string{}, conns: map[string]*websocket.Conn{}, connected: make(chan struct{})}
+	s := &execSession{secrets: map[string]string{}, conns: map[string]*websocket.Conn{},
+		connected: make(chan struct{}), controlReady: make(chan struct{})}
 	for _, fd := range fds {
 		s.secrets[fd] = newSecret()
 	}
@@ -85,11 +92,35 @@ func (s *execSession) Connect(w http.ResponseWriter, r *http.Request, secret str
 	conn.SetReadLimit(maxWebsocketMessage)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.conns[fd] = conn
-	if len(s.conns) == len(s.secrets) {
-		close(s.connected)
+	if _, dup := s.conns[fd]; dup || s.closed {
+		// A second connection raced the first, or the command has ended
+		// already (a late control connection).
+		conn.Close()
+		return nil
 	}
+	s.conns[fd] = conn
+	if fd == "control" {
+		close(s.controlReady)
+		return nil
+	}
+	for name := range s.secrets {
+		if _, ok := s.conns[name]; !ok && name != "control" {
+			return nil
+		}
+	}
+	close(s.connected)
 	return nil
+}
+
+// controlConn waits for the control websocket until done is closed; it
+// returns nil if the client never connected it.
+func (s *execSession) controlConn(done <-chan struct{}) *websocket.Conn {
+	select {
+	case <-s.controlReady:
+		return s.conn("control")
+	case <-done:
+		return nil
+	}
 }
 
 func (s *execSession) conn(fd string) *websocket.Conn {
@@ -101,6 +132,7 @@ func (s *execSession) conn(fd string) *websocket.Conn {
 func (s *execSession) closeAll() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.closed = true
 	for _, c := range s.conns {
 		c.Close()
 	}
@@ -172,7 +204,7 @@ func (d *Daemon) execInstance(w http.ResponseWriter, r *http.Request) error {
 		select {
 		case <-session.connected:
 		case <-time.After(30 * time.Second):
-			return errors.New("the client did not connect to every exec websocket within 30s")
+			return errors.New("the client did not connect to the exec's stdin and output websockets within 30s")
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -225,6 +257,9 @@ func handleControl(conn *websocket.Conn, proc *os.Process, pty *os.File) {
 			}
 		case "signal":
 			if msg.Signal > 0 && msg.Signal < 65 {
+				// A signal sent right after the start (a client that
+				// forwards ^C at once) would be lost before the exec.
+				liblxc.WaitExec(proc.Pid, 5*time.Second)
 				_ = proc.Signal(syscall.Signal(msg.Signal))
 			}
 		}
@@ -305,7 +340,13 @@ func (d *Daemon) execPiped(name string, p liblxc.Process, s *execSession) (int, 
 		copyFromWebsocket(stdinW, s.conn("0"), true)
 		stdinW.Close()
 	}()
-	go handleControl(s.conn("control"), proc, nil)
+	exited := make(chan struct{})
+	defer close(exited)
+	go func() {
+		if c := s.controlConn(exited); c != nil {
+			handleControl(c, proc, nil)
+		}
+	}()
 	var wg sync.WaitGroup
 	for fd, r := range map[string]*os.File{"1": stdoutR, "2": stderrR} {
 		wg.Add(1)
@@ -358,7 +399,13 @@ func (d *Daemon) execInteractive(name string, p liblxc.Process, s *execSession, 
 	}
 	conn := s.conn("0")
 	go copyFromWebsocket(master, conn, false)
-	go handleControl(s.conn("control"), proc, master)
+	exited := make(chan struct{})
+	defer close(exited)
+	go func() {
+		if c := s.controlConn(exited); c != nil {
+			handleControl(c, proc, master)
+		}
+	}()
 	out := &wsWriter{conn: conn}
 	copied := make(chan struct{})
 	go func() {

@@ -30,6 +30,7 @@ const (
 	keyIdmapNext     = "volatile.idmap.next"
 	keyApplyTemplate = "volatile.apply_template"
 	keyBaseImage     = "volatile.base_image"
+	keyRenameFrom    = "volatile.rename_from"
 )
 
 // expand applies profiles (in order, later ones winning) and then the

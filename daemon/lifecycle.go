@@ -56,6 +56,9 @@ func (d *Daemon) startInstance(ctx context.Context, name string) error {
 	if err := d.shiftRootfs(ctx, inst, rootfs, want); err != nil {
 		return err
 	}
+	if err := openVolumeTo(volume, want); err != nil {
+		return err
+	}
 
 	tc := images.TemplateContext{
 		Container: map[string]string{
@@ -152,6 +155,26 @@ func (d *Daemon) shiftRootfs(ctx context.Context, inst *instance, rootfs string,
 	return d.db.SetInstanceConfig(ctx, inst.ID, map[string]string{keyLastIdmap: record})
 }
 
+// openVolumeTo lets the container's root, and no other host user, reach
+// the instance's rootfs: liblxc sets up an unprivileged container as that
+// user, which needs to traverse the volume (mode 0100, owned by it), while
+// anyone else reaching the rootfs could run its setuid programs and become
+// the container's root on the host. A privileged container runs as the
+// host's root and needs nothing: its volume stays root's alone (0700).
+func openVolumeTo(volume string, m idmap.Map) error {
+	uid, gid, mode := int(m.ShiftUID(0)), int(m.ShiftGID(0)), os.FileMode(0o100)
+	if m.IsPrivileged() {
+		mode = 0o700
+	}
+	if err := os.Lchown(volume, uid, gid); err != nil {
+		return fmt.Errorf("set the volume's owner: %w", err)
+	}
+	if err := os.Chmod(volume, mode); err != nil {
+		return fmt.Errorf("set the volume's mode: %w", err)
+	}
+	return nil
+}
+
 // stopTimeout is the clean-stop timeout of an instance.
 func stopTimeout(inst *instance, requested int) time.Duration {
 	if requested > 0 {
@@ -184,18 +207,25 @@ func (d *Daemon) stopInstance(ctx context.Context, name string, force bool, time
 			return err
 		}
 	}
+	if recordPower {
+		// Recorded before the stop, not after: if celld dies while init
+		// halts, the container stops all the same, and the next celld must
+		// not start it again (autostart goes by this key).
+		if err := d.db.SetInstanceConfig(ctx, inst.ID, map[string]string{keyLastPower: "STOPPED"}); err != nil {
+			return err
+		}
+	}
 	if force {
 		err = d.runtime.Stop(name)
 	} else if err = d.runtime.Shutdown(name, stopTimeout(inst, timeout)); err != nil {
 		err = d.runtime.Stop(name)
 	}
 	if err != nil {
-		return err
-	}
-	if recordPower {
-		if err := d.db.SetInstanceConfig(ctx, inst.ID, map[string]string{keyLastPower: "STOPPED"}); err != nil {
-			return err
+		if recordPower {
+			// Still running: keep what was recorded before.
+			_ = d.db.SetInstanceConfig(context.WithoutCancel(ctx), inst.ID, map[string]string{keyLastPower: inst.Config[keyLastPower]})
 		}
+		return err
 	}
 	d.events.Lifecycle("instance-stopped", instanceURL(name), nil)
 	if inst.Ephemeral {

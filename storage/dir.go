@@ -4,25 +4,45 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 )
 
-// volumeMode lets anyone traverse a volume, but not list it.
-const volumeMode = 0o711
+// volumeMode keeps every host user but root out of a volume: a rootfs holds
+// the container's setuid programs, and running one from the host would make
+// a user the container's root there (or the host's, for a privileged
+// container). The daemon opens an instance volume to the container's root
+// alone when it starts the instance.
+const volumeMode = 0o700
 
 // Dir stores volumes as plain directories.
 type Dir struct {
 	root string
 }
 
-// NewDir opens (creating if needed) a dir pool rooted at root.
+// NewDir opens (creating if needed) a dir pool rooted at root. Temporary
+// volumes are removed: a pool is opened when the daemon starts, so they are
+// what a crash left half built or half deleted, and nothing refers to them.
 func NewDir(root string) (*Dir, error) {
 	for _, sub := range []string{"containers", "images"} {
-		if err := os.MkdirAll(filepath.Join(root, sub), 0o711); err != nil {
+		dir := filepath.Join(root, sub)
+		if err := os.MkdirAll(dir, 0o711); err != nil {
 			return nil, fmt.Errorf("create dir pool: %w", err)
+		}
+		stale, err := filepath.Glob(filepath.Join(dir, ".tmp-*"))
+		if err != nil {
+			return nil, fmt.Errorf("list dir pool: %w", err)
+		}
+		for _, p := range stale {
+			if err := os.RemoveAll(p); err != nil {
+				// Only space is lost: a later build of the same volume
+				// clears it first.
+				slog.Warn("remove leftover temporary volume", "path", p, "err", err)
+			}
 		}
 	}
 	return &Dir{root: root}, nil
@@ -70,8 +90,6 @@ func buildAtomically(final string, build func(tmp string) error) error {
 		_ = os.RemoveAll(tmp)
 		return err
 	}
-	// The container's root user (a high host uid when unprivileged) must
-	// be able to reach its rootfs, and nothing more.
 	if err := os.Chmod(tmp, volumeMode); err != nil {
 		_ = os.RemoveAll(tmp)
 		return fmt.Errorf("set volume mode: %w", err)
@@ -104,7 +122,12 @@ func (d *Dir) CreateInstanceFromImage(ctx context.Context, name, fp string) erro
 // (hard links, sparse files, xattrs, device nodes) and reflinks when the
 // filesystem can.
 func copyTree(ctx context.Context, src, dst string) error {
-	out, err := exec.CommandContext(ctx, "cp", "-a", "--reflink=auto", src, dst).CombinedOutput()
+	cmd := exec.CommandContext(ctx, "cp", "-a", "--reflink=auto", src, dst)
+	// cp dies with the daemon: one that outlived a crash would go on
+	// writing into the temporary volume while the restarted daemon removes
+	// it, or while a new creation of the same name fills it again.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("copy %s: %s: %w", src, strings.TrimSpace(string(out)), err)
 	}
@@ -160,8 +183,7 @@ func (d *Dir) Instances() ([]string, error) {
 	var out []string
 	for _, e := range entries {
 		if strings.HasPrefix(e.Name(), ".tmp-") {
-			// Left by a crash: nothing refers to it.
-			_ = os.RemoveAll(filepath.Join(d.root, "containers", e.Name()))
+			// Being built or removed (NewDir removed those of a crash).
 			continue
 		}
 		out = append(out, e.Name())

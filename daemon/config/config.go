@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode"
 )
 
 // checker validates one value; its error says what the key accepts.
@@ -46,6 +47,11 @@ func ValidateInstanceKey(key, value string) error {
 	}
 	if !ok {
 		return fmt.Errorf("unknown config key %q (known: %s, and environment.*, user.*, image.*)", key, strings.Join(knownKeys(), ", "))
+	}
+	if name, isEnv := strings.CutPrefix(key, "environment."); isEnv && strings.ContainsFunc(name, notEnvNameRune) {
+		// The name goes into an lxc.environment line, NAME=VALUE: an "="
+		// would move the split, a newline would start another lxc key.
+		return fmt.Errorf("invalid config key %q: an environment variable name must not contain \"=\", spaces or control characters", key)
 	}
 	if value == "" {
 		return nil // an empty value unsets the key
@@ -115,6 +121,8 @@ func isNonNegativeInt(v string) error {
 	}
 	return nil
 }
+
+func notEnvNameRune(r rune) bool { return r == '=' || unicode.IsSpace(r) || unicode.IsControl(r) }
 
 func isSingleLine(v string) error {
 	if strings.ContainsAny(v, "\n\r\x00") {

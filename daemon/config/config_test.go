@@ -35,7 +35,7 @@ func TestValidateInstanceKey(t *testing.T) {
 	bad := map[string]string{
 		"boot.autostart": "maybe", "boot.autostart.delay": "-1", "limits.cpu": "0", "limits.memory": "lots",
 		"environment.FOO": "a\nlxc.rootfs.path = /", "raw.lxc": "lxc.rootfs.path = dir:/", "nonsense.key": "1",
-		"environment.": "x",
+		"environment.": "x", "environment.A=B": "c", "environment.A\nlxc.rootfs.path": "dir:/", "environment.A B": "c",
 	}
 	for k, v := range bad {
 		err := ValidateInstanceKey(k, v)
@@ -43,7 +43,7 @@ func TestValidateInstanceKey(t *testing.T) {
 			t.Errorf("%s=%q accepted", k, v)
 			continue
 		}
-		if !strings.Contains(err.Error(), k) && k != "environment." {
+		if !strings.Contains(err.Error(), k) && k != "environment." && !strings.Contains(k, "\n") {
 			t.Errorf("error for %s does not name the key: %v", k, err)
 		}
 	}

@@ -3,6 +3,7 @@ package liblxc
 import (
 	"fmt"
 	"os"
+	"time"
 
 	lxc "github.com/lxc/go-lxc"
 )
@@ -60,4 +61,24 @@ func (r *Runtime) Devpts(name string) (*os.File, error) {
 		return nil, fmt.Errorf("open devpts of %s: %w", name, err)
 	}
 	return f, nil
+}
+
+// WaitExec waits, up to timeout, until an attached process has called
+// execve. Until then it is a fork of celld running liblxc's attach code
+// with the Go runtime's signal handlers, inherited over fork: a signal sent
+// in that window is swallowed by them instead of reaching the command. It
+// returns at once when the process is gone.
+func WaitExec(pid int, timeout time.Duration) {
+	self, err := os.Stat("/proc/self/exe")
+	if err != nil {
+		return
+	}
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		st, err := os.Stat(fmt.Sprintf("/proc/%d/exe", pid))
+		if err != nil || !os.SameFile(self, st) {
+			return // gone, or running the command's own binary
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

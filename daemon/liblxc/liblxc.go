@@ -147,6 +147,14 @@ func (r *Runtime) logTail(name string) string {
 	return "\n" + strings.Join(errs, "\n")
 }
 
+// haltResend is how often Shutdown sends the halt signal again while it
+// waits. The init of a pid namespace drops signals it has no handler for,
+// and right after a start init may not have installed its handler yet: a
+// single signal sent then is lost, and the stop would wait for its whole
+// timeout and kill. Inits ignore a repeated request once they are halting
+// (busybox resets its handlers, systemd already has the job queued).
+const haltResend = time.Second
+
 // Shutdown asks the container's init to halt (lxc.signal.halt) and waits
 // up to timeout for it to stop.
 func (r *Runtime) Shutdown(name string, timeout time.Duration) error {
@@ -155,10 +163,17 @@ func (r *Runtime) Shutdown(name string, timeout time.Duration) error {
 		return err
 	}
 	defer c.Release()
-	if err := c.Shutdown(timeout); err != nil {
-		return fmt.Errorf("clean shutdown of %s did not finish within %s: %w", name, timeout, err)
+	deadline := time.Now().Add(timeout)
+	for {
+		// liblxc sends the signal and waits (in whole seconds) for STOPPED.
+		err := c.Shutdown(haltResend)
+		if err == nil || !c.Running() {
+			return nil
+		}
+		if !time.Now().Before(deadline) {
+			return fmt.Errorf("clean shutdown of %s did not finish within %s: %w", name, timeout, err)
+		}
 	}
-	return nil
 }
 
 // Stop kills the container.

@@ -59,3 +59,37 @@ func TestShiftTreeKeepsSetuid(t *testing.T) {
 		t.Fatalf("symlink owner %d, want 33 (lchown, not the target)", st.Uid)
 	}
 }
+
+// TestShiftTreeResumes: shifting a privileged tree that is already partly
+// shifted (a crash interrupted the first run) shifts only the rest.
+func TestShiftTreeResumes(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("chown needs root")
+	}
+	dir := t.TempDir()
+	owners := map[string][2]int{"done": {1000033, 1000033}, "todo": {33, 33}, "big": {70000, 70000}}
+	for name, o := range owners {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(p, o[0], o[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chown(dir, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := ShiftTree(context.Background(), dir, Map{}, unpriv); err != nil {
+		t.Fatal(err)
+	}
+	// "big" cannot be mapped into the container: it is left alone.
+	want := map[string]uint32{".": 1000000, "done": 1000033, "todo": 1000033, "big": 70000}
+	for name, uid := range want {
+		var st syscall.Stat_t
+		_ = syscall.Lstat(filepath.Join(dir, name), &st)
+		if st.Uid != uid {
+			t.Errorf("%s: uid %d, want %d", name, st.Uid, uid)
+		}
+	}
+}

@@ -14,7 +14,11 @@ import (
 
 // ShiftTree rewrites the owner of every file under dir from map "from" to
 // map "to": a file owned by container uid 33 under "from" is owned by
-// container uid 33 under "to". Ids that "from" does not map are left alone.
+// container uid 33 under "to". Ids that "from" does not map are left alone,
+// and so are ids that "to" cannot map (beyond its size): shifted, they
+// would land outside the container's range. Both rules make an interrupted
+// shift safe to run again: what it already did is left as it is, even from
+// a privileged "from", which maps every id.
 // chown clears setuid/setgid bits and file capabilities, so both are put
 // back afterwards.
 func ShiftTree(ctx context.Context, dir string, from, to Map) error {
@@ -31,6 +35,9 @@ func ShiftTree(ctx context.Context, dir string, from, to Map) error {
 		}
 		uid, gid := from.UnshiftUID(int64(st.Uid)), from.UnshiftGID(int64(st.Gid))
 		if uid < 0 || gid < 0 {
+			return nil
+		}
+		if !to.IsPrivileged() && (uid >= to.UID.Size || gid >= to.GID.Size) {
 			return nil
 		}
 		newUID, newGID := to.ShiftUID(uid), to.ShiftGID(gid)

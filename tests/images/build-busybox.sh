@@ -29,7 +29,9 @@ fi
 
 umask 022
 ARCH=$(uname -m)
-BB_VERSION=$("$BUSYBOX" 2>/dev/null | head -n1 | sed -n 's/^BusyBox v\([0-9][0-9.]*\).*/\1/p')
+# sed reads all of the output: with "head -n1" busybox could die of SIGPIPE,
+# which pipefail turns into a failed build (exit 141) now and then.
+BB_VERSION=$("$BUSYBOX" 2>/dev/null | sed -n '1s/^BusyBox v\([0-9][0-9.]*\).*/\1/p')
 [ -n "$BB_VERSION" ] || die "cannot read the busybox version from $BUSYBOX"
 EPOCH=${SOURCE_DATE_EPOCH:-$(stat -c %Y "$BUSYBOX")}
 
