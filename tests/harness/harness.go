@@ -49,7 +49,10 @@ var (
 func Binaries(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
-		binDir, buildErr = os.MkdirTemp("", "cell-bin-")
+		removeStaleBinaries()
+		// The pid in the name tells later runs whose binaries these are:
+		// nothing can remove them when the test process ends.
+		binDir, buildErr = os.MkdirTemp("", fmt.Sprintf("cell-bin-%d-", os.Getpid()))
 		if buildErr != nil {
 			return
 		}
@@ -67,6 +70,22 @@ func Binaries(t testing.TB) string {
 		t.Fatal(buildErr)
 	}
 	return binDir
+}
+
+// removeStaleBinaries removes the binary dirs of test processes that have
+// ended (cell-bin-PID-*); those of running ones, and of other users, stay.
+func removeStaleBinaries() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "cell-bin-*-*"))
+	for _, dir := range dirs {
+		pid, _, ok := strings.Cut(strings.TrimPrefix(filepath.Base(dir), "cell-bin-"), "-")
+		if !ok {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join("/proc", pid)); err == nil {
+			continue
+		}
+		_ = os.RemoveAll(dir)
+	}
 }
 
 // CacheDir is where slow fixtures are kept between runs.
