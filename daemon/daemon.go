@@ -85,6 +85,8 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 		return nil, err
 	}
 	hub := events.NewHub()
+	// The daemon's log also goes to /1.0/events listeners of type logging.
+	slog.SetDefault(slog.New(events.NewLogHandler(hub, slog.Default().Handler())))
 	dctx, cancel := context.WithCancel(context.Background())
 	d := &Daemon{
 		dir: opts.Dir, db: database, events: hub, ops: operations.NewRegistry(hub), images: store,

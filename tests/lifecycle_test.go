@@ -612,6 +612,7 @@ func TestLifecycleEvents(t *testing.T) {
 	createInstance(t, d, "ev", nil)
 	all := listenEvents(t, d, "")
 	lifecycleOnly := listenEvents(t, d, "lifecycle")
+	logging := listenEvents(t, d, "logging")
 
 	status, env := d.API("PUT", "/1.0/instances/ev/state", map[string]any{"action": "start"})
 	if status != http.StatusAccepted {
@@ -623,6 +624,10 @@ func TestLifecycleEvents(t *testing.T) {
 	}
 	all.waitFor(t, "instance-started", isLifecycle("instance-started", "/1.0/instances/ev"))
 	lifecycleOnly.waitFor(t, "instance-started", isLifecycle("instance-started", "/1.0/instances/ev"))
+	logging.waitFor(t, "a log record of the start", func(ev event) bool {
+		ctx, _ := ev.Metadata["context"].(map[string]any)
+		return ev.Type == "logging" && ev.Metadata["level"] == "info" && ctx["source"] == "/1.0/instances/ev"
+	})
 	all.waitFor(t, "operation success", func(ev event) bool {
 		return ev.Type == "operation" && ev.Metadata["id"] == startOp.ID && ev.Metadata["status"] == "Success"
 	})

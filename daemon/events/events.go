@@ -57,6 +57,18 @@ func (l *Listener) Close() {
 	})
 }
 
+// hasListeners reports whether anyone listens to events of a type.
+func (h *Hub) hasListeners(eventType string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for l := range h.listeners {
+		if len(l.types) == 0 || l.types[eventType] {
+			return true
+		}
+	}
+	return false
+}
+
 // Send delivers an event. A listener too slow to keep 256 events queued is
 // disconnected rather than allowed to stall the daemon.
 func (h *Hub) Send(eventType string, metadata any) {
@@ -87,5 +99,6 @@ func (h *Hub) Send(eventType string, metadata any) {
 
 // Lifecycle sends a lifecycle event such as "instance-started".
 func (h *Hub) Lifecycle(action, source string, ctx map[string]any) {
+	slog.Info(action, "source", source)
 	h.Send(TypeLifecycle, api.EventLifecycle{Action: action, Source: source, Context: ctx})
 }
