@@ -69,4 +69,3 @@ func (h *LogHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
 func (h *LogHandler) WithGroup(name string) slog.Handler {
 	return &LogHandler{hub: h.hub, next: h.next.WithGroup(name), attrs: h.attrs}
 }
-
