@@ -114,20 +114,31 @@ func DebianImage(t testing.TB) string {
 
 func buildImage(t testing.TB, script, name string) string {
 	t.Helper()
+	path, err := BuildImage(script, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// BuildImage returns the cached image made by tests/images/SCRIPT, building
+// it when the script changed since the cached copy. Programs other than
+// tests (the benchmarks) call it directly.
+func BuildImage(script, name string) (string, error) {
 	imageMu.Lock()
 	defer imageMu.Unlock()
 	path := filepath.Join(RepoRoot(), "tests", "images", script)
 	data, err := os.ReadFile(path)
 	if err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	sum := sha256.Sum256(data)
 	out := filepath.Join(CacheDir(), "test-images", name+"-"+hex.EncodeToString(sum[:8])+".tar.xz")
 	if _, err := os.Stat(out); err == nil {
-		return out
+		return out, nil
 	}
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	tmp := out + ".tmp"
 	cmd := exec.Command("bash", path, tmp)
@@ -135,12 +146,12 @@ func buildImage(t testing.TB, script, name string) string {
 	cmd.Stdout, cmd.Stderr = &log, &log
 	if err := cmd.Run(); err != nil {
 		os.Remove(tmp)
-		t.Fatalf("build %s image: %v\n%s", name, err, log.String())
+		return "", fmt.Errorf("build %s image: %v\n%s", name, err, log.String())
 	}
 	if err := os.Rename(tmp, out); err != nil {
-		t.Fatal(err)
+		return "", err
 	}
-	return out
+	return out, nil
 }
 
 // Daemon is a celld started for one test.
