@@ -105,7 +105,7 @@ func (a *app) rootCommand() *cobra.Command {
 		a.cmdStart(), a.cmdStop(), a.cmdRestart(), a.cmdPause(), a.cmdResume(),
 		a.cmdDelete(), a.cmdRename(), a.cmdMove(),
 		a.cmdList(), a.cmdInfo(), a.cmdExec(), a.cmdFile(),
-		a.cmdImage(), a.cmdConfig(), a.cmdProfile(),
+		a.cmdImage(), a.cmdConfig(), a.cmdProfile(), a.cmdStorage(),
 		a.cmdVersion(), a.cmdRemote(), a.cmdOperation(), a.cmdQuery(), a.cmdMonitor(),
 	)
 	return root

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"net/http"
 
 	"cell/shared/api"
 )
@@ -32,4 +33,28 @@ func (c *Client) GetStoragePool(ctx context.Context, name string) (*api.StorageP
 		return nil, "", err
 	}
 	return &pool, etag, nil
+}
+
+// CreateStoragePool creates a storage pool.
+func (c *Client) CreateStoragePool(ctx context.Context, p api.StoragePoolsPost) error {
+	return c.sync(ctx, http.MethodPost, "/1.0/storage-pools", p, "")
+}
+
+// UpdateStoragePool replaces a storage pool's description and config.
+func (c *Client) UpdateStoragePool(ctx context.Context, name string, put api.StoragePoolPut, etag string) error {
+	return c.sync(ctx, http.MethodPut, urlPath("storage-pools", name), put, etag)
+}
+
+// DeleteStoragePool deletes a storage pool.
+func (c *Client) DeleteStoragePool(ctx context.Context, name string) error {
+	return c.sync(ctx, http.MethodDelete, urlPath("storage-pools", name), nil, "")
+}
+
+// GetStoragePoolResources returns a storage pool's space and inodes.
+func (c *Client) GetStoragePoolResources(ctx context.Context, name string) (*api.ResourcesStoragePool, error) {
+	var res api.ResourcesStoragePool
+	if _, err := c.get(ctx, urlPath("storage-pools", name, "resources"), nil, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
 }

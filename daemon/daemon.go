@@ -109,7 +109,9 @@ func (d *Daemon) close() {
 	d.db.Close()
 }
 
-// initStorage opens every pool, creating the "default" dir pool on first start.
+// initStorage opens every pool, creating the "default" dir pool on first
+// start. A pool that cannot be opened (its disk is gone) is logged and left
+// unavailable; the daemon still starts.
 func (d *Daemon) initStorage(ctx context.Context) error {
 	pools, err := d.db.StoragePools(ctx)
 	if err != nil {
@@ -117,7 +119,7 @@ func (d *Daemon) initStorage(ctx context.Context) error {
 	}
 	if len(pools) == 0 {
 		p := db.StoragePool{Name: "default", Driver: "dir", Description: "Default dir pool",
-			Config: map[string]string{"source": filepath.Join(d.dir, "storage-pools", "default")}}
+			Config: map[string]string{}, Local: map[string]string{"source": d.poolDir("default")}}
 		if err := d.db.CreateStoragePool(ctx, p); err != nil {
 			return err
 		}
@@ -136,13 +138,23 @@ func (d *Daemon) initStorage(ctx context.Context) error {
 		}
 	}
 	for _, p := range pools {
-		drv, err := storage.Open(p.Driver, p.Config["source"], p.Config)
+		drv, err := storage.Open(ctx, p.Driver, d.storagePool(p.Name, poolConfig(p)))
 		if err != nil {
-			return fmt.Errorf("open storage pool %s: %w", p.Name, err)
+			slog.Error("storage pool unavailable", "pool", p.Name, "err", err)
+			continue
 		}
 		d.pools[p.Name] = drv
 	}
 	return nil
+}
+
+// poolDir is a pool's own directory: its mount point, or a dir pool's
+// default source.
+func (d *Daemon) poolDir(name string) string { return filepath.Join(d.dir, "storage-pools", name) }
+
+// storagePool describes a pool to its driver.
+func (d *Daemon) storagePool(name string, config map[string]string) storage.Pool {
+	return storage.Pool{Name: name, Config: config, Dir: d.poolDir(name), DisksDir: filepath.Join(d.dir, "disks")}
 }
 
 func (d *Daemon) pool(name string) (storage.Driver, error) {
@@ -330,7 +342,8 @@ func (d *Daemon) recoverRenames(ctx context.Context) error {
 		}
 		p, err := d.pool(row.Pool)
 		if err != nil {
-			return err
+			slog.Warn("cannot finish interrupted rename: pool unavailable", "instance", row.Name, "pool", row.Pool)
+			continue
 		}
 		if old != row.Name {
 			if _, err := os.Stat(p.InstancePath(row.Name)); errors.Is(err, os.ErrNotExist) {

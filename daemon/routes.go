@@ -98,7 +98,12 @@ func (d *Daemon) router() http.Handler {
 		r.Method("DELETE", "/profiles/{name}", handlerFunc(d.deleteProfile))
 
 		r.Method("GET", "/storage-pools", handlerFunc(d.listStoragePools))
+		r.Method("POST", "/storage-pools", handlerFunc(d.createStoragePool))
 		r.Method("GET", "/storage-pools/{name}", handlerFunc(d.getStoragePool))
+		r.Method("PUT", "/storage-pools/{name}", handlerFunc(d.putStoragePool))
+		r.Method("PATCH", "/storage-pools/{name}", handlerFunc(d.patchStoragePool))
+		r.Method("DELETE", "/storage-pools/{name}", handlerFunc(d.deleteStoragePool))
+		r.Method("GET", "/storage-pools/{name}/resources", handlerFunc(d.getStoragePoolResources))
 	})
 	// Only local root reaches the unix socket; `celld shutdown` uses this.
 	r.Method("PUT", "/internal/shutdown", handlerFunc(d.internalShutdown))

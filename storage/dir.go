@@ -22,6 +22,10 @@ const volumeMode = 0o700
 // Dir stores volumes as plain directories.
 type Dir struct {
 	root string
+	// owned is true when root is the pool's own directory, made by celld
+	// (rather than a directory the user gave as source): deleting the pool
+	// removes it.
+	owned bool
 }
 
 // NewDir opens (creating if needed) a dir pool rooted at root. Temporary
@@ -48,8 +52,59 @@ func NewDir(root string) (*Dir, error) {
 	return &Dir{root: root}, nil
 }
 
+// createDir makes a dir pool in the given source, which must be an empty
+// directory, or in the pool's own directory.
+func createDir(p Pool) (Driver, map[string]string, error) {
+	config := map[string]string{"source": p.Config["source"]}
+	if config["source"] == "" {
+		config["source"] = p.Dir
+		if _, err := os.Stat(p.Dir); err == nil {
+			return nil, nil, fmt.Errorf("pool directory %s already exists", p.Dir)
+		}
+	} else {
+		if !filepath.IsAbs(config["source"]) {
+			return nil, nil, fmt.Errorf("%w: source %q must be an absolute path", ErrInvalidConfig, config["source"])
+		}
+		entries, err := os.ReadDir(config["source"])
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: source must be an existing empty directory: %v", ErrInvalidConfig, err)
+		}
+		if len(entries) > 0 {
+			return nil, nil, fmt.Errorf("%w: source %s is not empty", ErrInvalidConfig, config["source"])
+		}
+	}
+	d, err := NewDir(config["source"])
+	if err != nil {
+		if config["source"] == p.Dir {
+			_ = os.RemoveAll(p.Dir)
+		}
+		return nil, nil, err
+	}
+	d.owned = config["source"] == p.Dir
+	return d, config, nil
+}
+
 // Name implements Driver.
 func (d *Dir) Name() string { return "dir" }
+
+// Usage implements Driver.
+func (d *Dir) Usage() (Usage, error) { return statUsage(d.root) }
+
+// Update implements Driver: a dir pool has no key that can change.
+func (d *Dir) Update(ctx context.Context, config map[string]string) error { return nil }
+
+// Delete implements Driver.
+func (d *Dir) Delete(ctx context.Context) error {
+	if d.owned {
+		return removeVolume(d.root)
+	}
+	for _, sub := range []string{"images", "containers"} {
+		if err := removeVolume(filepath.Join(d.root, sub)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // InstancePath implements Driver.
 func (d *Dir) InstancePath(name string) string { return filepath.Join(d.root, "containers", name) }
@@ -176,17 +231,21 @@ func (d *Dir) RenameInstance(ctx context.Context, oldName, newName string) error
 
 // Instances implements Driver.
 func (d *Dir) Instances() ([]string, error) {
-	entries, err := os.ReadDir(filepath.Join(d.root, "containers"))
+	return listVolumes(filepath.Join(d.root, "containers"))
+}
+
+// listVolumes lists the volumes in dir, leaving out those being built or
+// removed (opening the pool removed those of a crash).
+func listVolumes(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("list volumes: %w", err)
 	}
 	var out []string
 	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), ".tmp-") {
-			// Being built or removed (NewDir removed those of a crash).
-			continue
+		if !strings.HasPrefix(e.Name(), ".tmp-") {
+			out = append(out, e.Name())
 		}
-		out = append(out, e.Name())
 	}
 	return out, nil
 }

@@ -1,5 +1,5 @@
 // Package storage holds the storage driver interface and the drivers that
-// need nothing but the kernel's own filesystems (dir; btrfs comes next).
+// need nothing but the kernel's own filesystems: dir and btrfs.
 //
 // A pool stores two kinds of volume: image volumes, an image unpacked once
 // (already shifted for unprivileged use), and instance volumes, made from
@@ -11,10 +11,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
+	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // ErrUnknownDriver is returned for a driver name that has no implementation.
 var ErrUnknownDriver = errors.New("unknown storage driver")
+
+// ErrInvalidConfig is returned for a pool config a user got wrong: an
+// unknown key, a bad value, a source that cannot be used.
+var ErrInvalidConfig = errors.New("invalid storage pool config")
+
+// Drivers lists the drivers this package implements.
+var Drivers = []string{"btrfs", "dir"}
 
 // Driver is one storage pool.
 type Driver interface {
@@ -40,14 +51,170 @@ type Driver interface {
 	// Instances lists the instance volumes on disk (to reconcile with the
 	// database after a crash).
 	Instances() ([]string, error)
+	// Usage reports the space and inodes of the pool's filesystem.
+	Usage() (Usage, error)
+	// Update applies config keys that changed on an open pool (only those
+	// ValidateUpdate allows).
+	Update(ctx context.Context, config map[string]string) error
+	// Delete removes the whole pool: its image volumes, and whatever
+	// Create made for it (a filesystem's mount, its loop device and loop
+	// file, the pool's directory). The pool must hold no instance volume.
+	Delete(ctx context.Context) error
 }
 
-// Open returns the driver for a pool.
-func Open(driver, poolDir string, config map[string]string) (Driver, error) {
+// Usage is the space and inodes of a pool, used and total, in bytes and
+// inodes.
+type Usage struct {
+	SpaceUsed, SpaceTotal   uint64
+	InodesUsed, InodesTotal uint64
+}
+
+// statUsage reads a filesystem's usage with statfs.
+func statUsage(path string) (Usage, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return Usage{}, fmt.Errorf("statfs %s: %w", path, err)
+	}
+	bs := uint64(st.Bsize)
+	return Usage{
+		SpaceUsed: (st.Blocks - st.Bfree) * bs, SpaceTotal: st.Blocks * bs,
+		InodesUsed: st.Files - st.Ffree, InodesTotal: st.Files,
+	}, nil
+}
+
+// Pool is what a driver is told about its pool.
+type Pool struct {
+	Name string
+	// Config holds the pool's keys: source, size and the driver's own.
+	Config map[string]string
+	// Dir is the pool's own directory ($CELL_DIR/storage-pools/NAME): where
+	// a filesystem the pool owns is mounted, or a dir pool's default source.
+	Dir string
+	// DisksDir holds the loop files of loop-backed pools ($CELL_DIR/disks).
+	DisksDir string
+}
+
+// keys lists each driver's config keys; those marked true may change
+// after the pool is created.
+var keys = map[string]map[string]bool{
+	"dir":   {"source": false},
+	"btrfs": {"source": false, "size": false, "btrfs.mount_options": true},
+}
+
+// ValidateConfig checks a new pool's config for driver.
+func ValidateConfig(driver string, config map[string]string) error {
+	known, ok := keys[driver]
+	if !ok {
+		return fmt.Errorf("%w %q: supported drivers are %s", ErrUnknownDriver, driver, strings.Join(Drivers, ", "))
+	}
+	for k, v := range config {
+		if _, ok := known[k]; !ok {
+			return fmt.Errorf("%w: unknown key %q for driver %s (allowed: %s)", ErrInvalidConfig, k, driver, keyList(known))
+		}
+		if err := validateValue(k, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ValidateUpdate checks a change of an existing pool's config: only the
+// keys that can change on a live pool may differ.
+func ValidateUpdate(driver string, old, updated map[string]string) error {
+	if err := ValidateConfig(driver, updated); err != nil {
+		return err
+	}
+	known := keys[driver]
+	for k := range known {
+		if old[k] != updated[k] && !known[k] {
+			return fmt.Errorf("%w: %q cannot be changed on an existing %s pool", ErrInvalidConfig, k, driver)
+		}
+	}
+	return nil
+}
+
+func keyList(known map[string]bool) string {
+	var list []string
+	for k := range known {
+		list = append(list, k)
+	}
+	sort.Strings(list)
+	return strings.Join(list, ", ")
+}
+
+func validateValue(key, value string) error {
+	switch key {
+	case "size":
+		if _, err := ParseSize(value); err != nil {
+			return fmt.Errorf("%w: size: %v", ErrInvalidConfig, err)
+		}
+	case "btrfs.mount_options":
+		for _, r := range value {
+			if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || strings.ContainsRune("_=,:", r)) {
+				return fmt.Errorf("%w: btrfs.mount_options %q: only letters, digits and _=,: are allowed", ErrInvalidConfig, value)
+			}
+		}
+	}
+	return nil
+}
+
+// Open returns the driver of an existing pool, mounting its filesystem
+// when it is not mounted (after a reboot).
+func Open(ctx context.Context, driver string, p Pool) (Driver, error) {
 	switch driver {
 	case "dir":
-		return NewDir(poolDir)
+		d, err := NewDir(p.Config["source"])
+		if err != nil {
+			return nil, err
+		}
+		d.owned = p.Config["source"] == p.Dir
+		return d, nil
+	case "btrfs":
+		return openBtrfs(ctx, p)
 	default:
-		return nil, fmt.Errorf("%w %q: supported drivers are dir", ErrUnknownDriver, driver)
+		return nil, fmt.Errorf("%w %q: supported drivers are %s", ErrUnknownDriver, driver, strings.Join(Drivers, ", "))
 	}
+}
+
+// Create makes a new pool and returns its driver and its config as
+// completed by the driver (the source and size it chose). A failed create
+// leaves nothing behind.
+func Create(ctx context.Context, driver string, p Pool) (Driver, map[string]string, error) {
+	if err := ValidateConfig(driver, p.Config); err != nil {
+		return nil, nil, err
+	}
+	switch driver {
+	case "dir":
+		return createDir(p)
+	case "btrfs":
+		return createBtrfs(ctx, p)
+	}
+	return nil, nil, fmt.Errorf("%w %q", ErrUnknownDriver, driver)
+}
+
+// ParseSize parses a size such as 2GiB, 500MB, 1G or a number of bytes.
+func ParseSize(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{
+		{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+		{"kB", 1e3}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12},
+		{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"T", 1 << 40}, {"B", 1},
+	}
+	num, mult := strings.TrimSpace(s), int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(num, u.suffix) {
+			num, mult = strings.TrimSpace(strings.TrimSuffix(num, u.suffix)), u.mult
+			break
+		}
+	}
+	var n int64
+	if _, err := fmt.Sscan(num, &n); err != nil || n <= 0 || fmt.Sprint(n) != num {
+		return 0, fmt.Errorf("%q is not a size (use a number of bytes or a unit: 512MiB, 2GiB, 20GB)", s)
+	}
+	if n > (1<<62)/mult {
+		return 0, fmt.Errorf("%q is too large", s)
+	}
+	return n * mult, nil
 }

@@ -2,6 +2,7 @@ package db
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"path/filepath"
 	"testing"
@@ -107,5 +108,69 @@ func TestSchemaSurvivesReopen(t *testing.T) {
 	profiles, _ := d2.Profiles(ctx)
 	if len(profiles) != 1 {
 		t.Fatalf("migrations ran twice or not at all: %d profiles", len(profiles))
+	}
+}
+
+func TestStoragePools(t *testing.T) {
+	ctx := context.Background()
+	d, err := Open(ctx, filepath.Join(t.TempDir(), "cell.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	p := StoragePool{Name: "fast", Driver: "btrfs", Config: map[string]string{"btrfs.mount_options": "noatime"},
+		Local: map[string]string{"source": "/x/fast.img", "size": "1GiB"}}
+	if err := d.CreateStoragePool(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.CreateStoragePool(ctx, p); !errors.Is(err, ErrExists) {
+		t.Fatalf("duplicate pool: %v", err)
+	}
+	got, err := d.StoragePool(ctx, "fast")
+	if err != nil || got.Local["source"] != "/x/fast.img" || got.Config["btrfs.mount_options"] != "noatime" || len(got.Config) != 1 {
+		t.Fatalf("pool = %+v, %v", got, err)
+	}
+	prof, _ := d.Profile(ctx, "default")
+	prof.Devices["root"] = map[string]string{"type": "disk", "path": "/", "pool": "fast"}
+	if err := d.UpdateProfile(ctx, prof); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.CreateInstance(ctx, Instance{Name: "c1", Pool: "fast", CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	instances, profiles, err := d.PoolUsers(ctx, "fast")
+	if err != nil || len(instances) != 1 || instances[0] != "c1" || len(profiles) != 1 || profiles[0] != "default" {
+		t.Fatalf("users = %v %v, %v", instances, profiles, err)
+	}
+	if err := d.DeleteStoragePool(ctx, "fast"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.StoragePool(ctx, "fast"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("deleted pool: %v", err)
+	}
+}
+
+// A pool made before the host-local table existed keeps its source.
+func TestMigratePoolSource(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "cell.db")
+	old, err := sql.Open("sqlite3", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{migrations[0], `INSERT INTO storage_pools (name, driver, config) VALUES ('default', 'dir', '{"source":"/p"}')`, "PRAGMA user_version = 1"} {
+		if _, err := old.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old.Close()
+	d, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	p, err := d.StoragePool(ctx, "default")
+	if err != nil || p.Local["source"] != "/p" || len(p.Config) != 0 {
+		t.Fatalf("migrated pool = %+v, %v", p, err)
 	}
 }

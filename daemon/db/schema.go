@@ -76,6 +76,17 @@ CREATE TABLE images_aliases (
 );
 INSERT INTO profiles (name, description) VALUES ('default', 'Default Cell profile');
 `,
+	// 2: host-local pool config (source, size) apart from the shared one.
+	`
+CREATE TABLE storage_pools_local (
+	pool_id INTEGER PRIMARY KEY REFERENCES storage_pools(id) ON DELETE CASCADE,
+	config  TEXT NOT NULL DEFAULT '{}'
+);
+INSERT INTO storage_pools_local (pool_id, config)
+	SELECT id, json_object('source', json_extract(config, '$.source')) FROM storage_pools
+	WHERE json_extract(config, '$.source') IS NOT NULL;
+UPDATE storage_pools SET config = json_remove(config, '$.source', '$.size');
+`,
 }
 
 func (d *DB) migrate(ctx context.Context) error {

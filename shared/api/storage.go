@@ -22,3 +22,21 @@ type StoragePoolsPost struct {
 	Name           string `json:"name" yaml:"name"`
 	Driver         string `json:"driver" yaml:"driver"`
 }
+
+// ResourcesStoragePool is the answer of GET /1.0/storage-pools/NAME/resources.
+type ResourcesStoragePool struct {
+	Space  ResourcesStoragePoolSpace  `json:"space" yaml:"space"`
+	Inodes ResourcesStoragePoolInodes `json:"inodes" yaml:"inodes"`
+}
+
+// ResourcesStoragePoolSpace is a pool's space, in bytes.
+type ResourcesStoragePoolSpace struct {
+	Used  uint64 `json:"used" yaml:"used"`
+	Total uint64 `json:"total" yaml:"total"`
+}
+
+// ResourcesStoragePoolInodes is a pool's inodes.
+type ResourcesStoragePoolInodes struct {
+	Used  uint64 `json:"used" yaml:"used"`
+	Total uint64 `json:"total" yaml:"total"`
+}

@@ -274,9 +274,53 @@ func (d *Daemon) destroy(dir string) {
 	if d.t.Failed() {
 		d.t.Logf("celld log:\n%s", tail(d.Log(), 60))
 	}
+	releaseMounts(d.t, dir)
 	if err := os.RemoveAll(dir); err != nil {
 		d.t.Errorf("remove test dir: %v", err)
 	}
+}
+
+// releaseMounts unmounts everything mounted under dir (storage pools),
+// deepest first, and detaches the loop devices backed by files under it.
+func releaseMounts(t testing.TB, dir string) {
+	mounts := MountsUnder(dir)
+	for i := len(mounts) - 1; i >= 0; i-- {
+		if out, err := exec.Command("umount", "-l", mounts[i]).CombinedOutput(); err != nil {
+			t.Errorf("unmount %s: %v: %s", mounts[i], err, out)
+		}
+	}
+	for _, dev := range LoopsUnder(dir) {
+		if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err != nil {
+			t.Errorf("detach %s: %v: %s", dev, err, out)
+		}
+	}
+}
+
+// MountsUnder lists the mount points at or under dir, in mount order.
+func MountsUnder(dir string) []string {
+	data, _ := os.ReadFile("/proc/self/mountinfo")
+	var out []string
+	for _, line := range strings.Split(string(data), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) > 4 && (fields[4] == dir || strings.HasPrefix(fields[4], dir+"/")) {
+			out = append(out, fields[4])
+		}
+	}
+	return out
+}
+
+// LoopsUnder lists the loop devices backed by files at or under dir.
+func LoopsUnder(dir string) []string {
+	out, _ := exec.Command("losetup", "-n", "-O", "NAME,BACK-FILE", "-l").Output()
+	var devs []string
+	for _, line := range strings.Split(string(out), "\n") {
+		dev, file, ok := strings.Cut(strings.TrimSpace(line), " ")
+		file = strings.TrimSuffix(strings.TrimSpace(file), " (deleted)")
+		if ok && (file == dir || strings.HasPrefix(file, dir+"/")) {
+			devs = append(devs, dev)
+		}
+	}
+	return devs
 }
 
 func tail(s string, lines int) string {

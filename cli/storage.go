@@ -1,0 +1,300 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"gopkg.in/yaml.v3"
+
+	"cell/shared/api"
+)
+
+func (a *app) cmdStorage() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "storage",
+		Short: "Manage storage pools",
+	}
+	cmd.AddCommand(
+		a.cmdStorageCreate(), a.cmdStorageList(), a.cmdStorageShow(), a.cmdStorageEdit(),
+		a.cmdStorageGet(), a.cmdStorageSet(), a.cmdStorageUnset(), a.cmdStorageDelete(), a.cmdStorageInfo(),
+	)
+	return cmd
+}
+
+func (a *app) cmdStorageCreate() *cobra.Command {
+	var description string
+	cmd := &cobra.Command{
+		Use:   "create [<remote>:]<pool> <driver> [key=value...]",
+		Short: "Create storage pools",
+		Example: `  c storage create fast btrfs size=20GiB
+      A btrfs pool on a 20GiB loop file
+  c storage create fast btrfs source=/dev/sdb
+  c storage create data dir source=/srv/cell`,
+		Args: checkArgs(2, -1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, name, err := a.parseOne(args[0])
+			if err != nil {
+				return err
+			}
+			req := api.StoragePoolsPost{Name: name, Driver: args[1],
+				StoragePoolPut: api.StoragePoolPut{Config: map[string]string{}, Description: description}}
+			for _, kv := range args[2:] {
+				k, v, err := parseKeyValue(kv)
+				if err != nil {
+					return err
+				}
+				req.Config[k] = v
+			}
+			if err := c.CreateStoragePool(cmd.Context(), req); err != nil {
+				return err
+			}
+			if !a.flagQuiet {
+				fmt.Fprintf(a.stdout, "Storage pool %s created\n", name)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&description, "description", "", "Storage pool description")
+	return cmd
+}
+
+func (a *app) cmdStorageList() *cobra.Command {
+	var format string
+	cmd := &cobra.Command{
+		Use:     "list [<remote>:]",
+		Aliases: []string{"ls"},
+		Short:   "List storage pools",
+		Args:    checkArgs(0, 1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			remote := a.conf.DefaultRemote
+			if len(args) == 1 {
+				r, _, err := a.conf.ParseRemote(args[0])
+				if err != nil {
+					return err
+				}
+				remote = r
+			}
+			c, err := a.client(remote)
+			if err != nil {
+				return err
+			}
+			pools, err := c.GetStoragePools(cmd.Context())
+			if err != nil {
+				return err
+			}
+			var rows [][]string
+			for _, p := range pools {
+				rows = append(rows, []string{p.Name, p.Driver, p.Config["source"], p.Description,
+					strconv.Itoa(len(p.UsedBy)), strings.ToUpper(p.Status)})
+			}
+			sortRows(rows)
+			return renderTable(a.stdout, format, []string{"NAME", "DRIVER", "SOURCE", "DESCRIPTION", "USED BY", "STATE"}, rows, pools)
+		},
+	}
+	cmd.Flags().StringVarP(&format, "format", "f", "table", "Format (csv|json|table|yaml|compact)")
+	return cmd
+}
+
+func (a *app) cmdStorageShow() *cobra.Command {
+	return &cobra.Command{
+		Use:   "show [<remote>:]<pool>",
+		Short: "Show storage pool configurations",
+		Args:  checkArgs(1, 1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, name, err := a.parseOne(args[0])
+			if err != nil {
+				return err
+			}
+			p, _, err := c.GetStoragePool(cmd.Context(), name)
+			if err != nil {
+				return err
+			}
+			return a.printYAML(p)
+		},
+	}
+}
+
+func (a *app) cmdStorageEdit() *cobra.Command {
+	return &cobra.Command{
+		Use:   "edit [<remote>:]<pool>",
+		Short: "Edit storage pool configurations as YAML",
+		Args:  checkArgs(1, 1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			c, name, err := a.parseOne(args[0])
+			if err != nil {
+				return err
+			}
+			p, etag, err := c.GetStoragePool(ctx, name)
+			if err != nil {
+				return err
+			}
+			return a.editYAML(p.StoragePoolPut, func(data []byte) error {
+				var put api.StoragePoolPut
+				if err := yaml.Unmarshal(data, &put); err != nil {
+					return err
+				}
+				return c.UpdateStoragePool(ctx, name, put, etag)
+			})
+		},
+	}
+}
+
+func (a *app) cmdStorageGet() *cobra.Command {
+	return &cobra.Command{
+		Use:   "get [<remote>:]<pool> <key>",
+		Short: "Get values for storage pool configuration keys",
+		Args:  checkArgs(2, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, name, err := a.parseOne(args[0])
+			if err != nil {
+				return err
+			}
+			p, _, err := c.GetStoragePool(cmd.Context(), name)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(a.stdout, p.Config[args[1]])
+			return nil
+		},
+	}
+}
+
+// updateStoragePool changes a pool's description and config with fn and
+// saves them.
+func (a *app) updateStoragePool(cmd *cobra.Command, arg string, fn func(*api.StoragePoolPut) error) error {
+	ctx := cmd.Context()
+	c, name, err := a.parseOne(arg)
+	if err != nil {
+		return err
+	}
+	p, etag, err := c.GetStoragePool(ctx, name)
+	if err != nil {
+		return err
+	}
+	if p.Config == nil {
+		p.Config = map[string]string{}
+	}
+	if err := fn(&p.StoragePoolPut); err != nil {
+		return err
+	}
+	return c.UpdateStoragePool(ctx, name, p.StoragePoolPut, etag)
+}
+
+func (a *app) cmdStorageSet() *cobra.Command {
+	return &cobra.Command{
+		Use:   "set [<remote>:]<pool> <key>=<value>...",
+		Short: "Set storage pool configuration keys",
+		Example: `  c storage set fast btrfs.mount_options=compress=zstd
+  c storage set fast description "Fast pool"`,
+		Args: checkArgs(2, -1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			keys, err := parseSetKeys(args[1:])
+			if err != nil {
+				return err
+			}
+			return a.updateStoragePool(cmd, args[0], func(p *api.StoragePoolPut) error {
+				for k, v := range keys {
+					if k == "description" {
+						p.Description = v
+						continue
+					}
+					p.Config[k] = v
+				}
+				return nil
+			})
+		},
+	}
+}
+
+func (a *app) cmdStorageUnset() *cobra.Command {
+	return &cobra.Command{
+		Use:   "unset [<remote>:]<pool> <key>",
+		Short: "Unset storage pool configuration keys",
+		Args:  checkArgs(2, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.updateStoragePool(cmd, args[0], func(p *api.StoragePoolPut) error {
+				if _, ok := p.Config[args[1]]; !ok {
+					return errors.New("Can't unset key '" + args[1] + "', it's not currently set")
+				}
+				delete(p.Config, args[1])
+				return nil
+			})
+		},
+	}
+}
+
+func (a *app) cmdStorageDelete() *cobra.Command {
+	return &cobra.Command{
+		Use:     "delete [<remote>:]<pool>",
+		Aliases: []string{"rm"},
+		Short:   "Delete storage pools",
+		Args:    checkArgs(1, 1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, name, err := a.parseOne(args[0])
+			if err != nil {
+				return err
+			}
+			if err := c.DeleteStoragePool(cmd.Context(), name); err != nil {
+				return err
+			}
+			if !a.flagQuiet {
+				fmt.Fprintf(a.stdout, "Storage pool %s deleted\n", name)
+			}
+			return nil
+		},
+	}
+}
+
+// storageInfo is what `c storage info` prints, in lxc's layout.
+type storageInfo struct {
+	Info   map[string]string   `yaml:"info"`
+	UsedBy map[string][]string `yaml:"used by"`
+}
+
+func (a *app) cmdStorageInfo() *cobra.Command {
+	var bytes bool
+	cmd := &cobra.Command{
+		Use:   "info [<remote>:]<pool>",
+		Short: "Show useful information about storage pools",
+		Args:  checkArgs(1, 1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			c, name, err := a.parseOne(args[0])
+			if err != nil {
+				return err
+			}
+			p, _, err := c.GetStoragePool(ctx, name)
+			if err != nil {
+				return err
+			}
+			res, err := c.GetStoragePoolResources(ctx, name)
+			if err != nil {
+				return err
+			}
+			size := func(n uint64) string {
+				if bytes {
+					return strconv.FormatUint(n, 10)
+				}
+				return sizeIEC(int64(n))
+			}
+			info := storageInfo{
+				Info: map[string]string{"name": p.Name, "driver": p.Driver, "description": p.Description,
+					"space used": size(res.Space.Used), "total space": size(res.Space.Total)},
+				UsedBy: map[string][]string{},
+			}
+			for _, u := range p.UsedBy {
+				kind, name, ok := strings.Cut(strings.TrimPrefix(u, "/1.0/"), "/")
+				if ok {
+					info.UsedBy[kind] = append(info.UsedBy[kind], name)
+				}
+			}
+			return a.printYAML(info)
+		},
+	}
+	cmd.Flags().BoolVar(&bytes, "bytes", false, "Show the used and free space in bytes")
+	return cmd
+}

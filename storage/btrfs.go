@@ -1,0 +1,504 @@
+package storage
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	// btrfsMagic is statfs' f_type of a btrfs filesystem.
+	btrfsMagic = 0x9123683E
+	// subvolumeInode is the inode number of every subvolume's root.
+	subvolumeInode = 256
+	// defaultLoopSize is the size of a loop file when none is given (the
+	// file is sparse: only what is written takes space).
+	defaultLoopSize = "5GiB"
+	// minBtrfsSize is a little over mkfs.btrfs' minimum (114294784 bytes).
+	minBtrfsSize = 128 << 20
+)
+
+// Btrfs stores volumes as btrfs subvolumes: an image volume is a
+// read-only subvolume, an instance volume a writable snapshot of it.
+type Btrfs struct {
+	// root holds images/ and containers/: the mount point of a filesystem
+	// celld mounts, or the btrfs directory the user gave as source.
+	root string
+	// source is the loop file, the block device or the btrfs directory.
+	source string
+	// mounted is true when celld mounts source at root (loop file or
+	// block device); false for an existing btrfs directory.
+	mounted      bool
+	mountOptions string
+}
+
+// createBtrfs makes a btrfs pool: a new filesystem on a loop file (no
+// source) or on a block device, mounted on the pool's directory; or a pool
+// inside an existing btrfs directory.
+func createBtrfs(ctx context.Context, p Pool) (_ Driver, _ map[string]string, err error) {
+	config := maps.Clone(p.Config)
+	if config == nil {
+		config = map[string]string{}
+	}
+	var undo []func()
+	defer func() {
+		if err != nil {
+			for _, f := range slices.Backward(undo) {
+				f()
+			}
+		}
+	}()
+	source := config["source"]
+	var st os.FileInfo
+	if source != "" {
+		if !filepath.IsAbs(source) {
+			return nil, nil, fmt.Errorf("%w: source %q must be an absolute path", ErrInvalidConfig, source)
+		}
+		if st, err = os.Stat(source); err != nil {
+			return nil, nil, fmt.Errorf("%w: source: %v", ErrInvalidConfig, err)
+		}
+		if config["size"] != "" {
+			return nil, nil, fmt.Errorf("%w: size is only for pools on a loop file (without source)", ErrInvalidConfig)
+		}
+	}
+	switch {
+	case source == "":
+		if config["size"] == "" {
+			config["size"] = defaultLoopSize
+		}
+		size, err := ParseSize(config["size"])
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: size: %v", ErrInvalidConfig, err)
+		}
+		if size < minBtrfsSize {
+			return nil, nil, fmt.Errorf("%w: size %s is too small: a btrfs pool needs at least 128MiB", ErrInvalidConfig, config["size"])
+		}
+		file := filepath.Join(p.DisksDir, p.Name+".img")
+		if err := makeLoopFile(file, size); err != nil {
+			return nil, nil, err
+		}
+		undo = append(undo, func() { _ = os.Remove(file) })
+		config["source"] = file
+	case st.Mode()&fs.ModeDevice != 0 && st.Mode()&fs.ModeCharDevice == 0:
+	case st.IsDir():
+		if err := checkBtrfs(source); err != nil {
+			return nil, nil, fmt.Errorf("%w: source: %v", ErrInvalidConfig, err)
+		}
+		b := &Btrfs{root: source, source: source}
+		for _, sub := range []string{"images", "containers"} {
+			dir := filepath.Join(source, sub)
+			if err := os.Mkdir(dir, 0o711); err != nil {
+				return nil, nil, fmt.Errorf("%w: source %s cannot hold a pool: %v", ErrInvalidConfig, source, err)
+			}
+			undo = append(undo, func() { _ = os.Remove(dir) })
+		}
+		return b, config, nil
+	default:
+		return nil, nil, fmt.Errorf("%w: source %s must be a block device or a directory on btrfs", ErrInvalidConfig, source)
+	}
+	if err := mkfsBtrfs(ctx, config["source"]); err != nil {
+		return nil, nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(p.Dir), 0o711); err != nil {
+		return nil, nil, fmt.Errorf("create pool directory: %w", err)
+	}
+	if err := os.Mkdir(p.Dir, 0o711); err != nil {
+		return nil, nil, fmt.Errorf("create pool directory: %w", err)
+	}
+	undo = append(undo, func() { _ = os.Remove(p.Dir) })
+	b := &Btrfs{root: p.Dir, source: config["source"], mounted: true, mountOptions: config["btrfs.mount_options"]}
+	if err := b.mount(ctx); err != nil {
+		return nil, nil, err
+	}
+	undo = append(undo, func() { _ = b.unmount(context.WithoutCancel(ctx)) })
+	for _, sub := range []string{"images", "containers"} {
+		if err := os.Mkdir(filepath.Join(p.Dir, sub), 0o711); err != nil {
+			return nil, nil, fmt.Errorf("create pool layout: %w", err)
+		}
+	}
+	return b, config, nil
+}
+
+// openBtrfs opens an existing btrfs pool, mounting it if it is not (after
+// a reboot), and removes the temporary volumes a crash left.
+func openBtrfs(ctx context.Context, p Pool) (*Btrfs, error) {
+	source := p.Config["source"]
+	st, err := os.Stat(source)
+	if err != nil {
+		return nil, fmt.Errorf("btrfs pool source: %w", err)
+	}
+	b := &Btrfs{root: p.Dir, source: source, mounted: !st.IsDir(), mountOptions: p.Config["btrfs.mount_options"]}
+	if st.IsDir() {
+		b.root = source
+	} else {
+		if err := os.MkdirAll(p.Dir, 0o711); err != nil {
+			return nil, fmt.Errorf("create pool directory: %w", err)
+		}
+		if err := b.mount(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if err := checkBtrfs(b.root); err != nil {
+		return nil, err
+	}
+	for _, sub := range []string{"images", "containers"} {
+		stale, err := filepath.Glob(filepath.Join(b.root, sub, ".tmp-*"))
+		if err != nil {
+			return nil, fmt.Errorf("list btrfs pool: %w", err)
+		}
+		for _, path := range stale {
+			if err := deleteSubvolumeTree(ctx, path); err != nil {
+				slog.Warn("remove leftover temporary volume", "path", path, "err", err)
+			}
+		}
+	}
+	return b, nil
+}
+
+func makeLoopFile(file string, size int64) error {
+	if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
+		return fmt.Errorf("create loop file: %w", err)
+	}
+	f, err := os.OpenFile(file, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("create loop file: %w", err)
+	}
+	err = f.Truncate(size)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		_ = os.Remove(file)
+		return fmt.Errorf("size loop file: %w", err)
+	}
+	return nil
+}
+
+func checkBtrfs(path string) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return fmt.Errorf("statfs %s: %w", path, err)
+	}
+	if st.Type != btrfsMagic {
+		return fmt.Errorf("%s is not on a btrfs filesystem", path)
+	}
+	return nil
+}
+
+// run runs a storage tool and returns its error with its output.
+func run(ctx context.Context, name string, args ...string) error {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s %s: %s: %w", name, strings.Join(args, " "), strings.TrimSpace(string(out)), err)
+	}
+	return nil
+}
+
+func output(ctx context.Context, name string, args ...string) (string, error) {
+	out, err := exec.CommandContext(ctx, name, args...).Output()
+	if err != nil {
+		return "", fmt.Errorf("%s %s: %w", name, strings.Join(args, " "), err)
+	}
+	return string(out), nil
+}
+
+func mkfsBtrfs(ctx context.Context, source string) error {
+	// Without -f, mkfs.btrfs refuses a device that holds a filesystem.
+	if err := run(ctx, "mkfs.btrfs", "-q", source); err != nil {
+		return fmt.Errorf("make btrfs filesystem: %w", err)
+	}
+	return nil
+}
+
+// isMountPoint reports whether path is a mount point (in /proc/self/mountinfo).
+func isMountPoint(path string) (bool, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return false, fmt.Errorf("read mounts: %w", err)
+	}
+	defer f.Close()
+	path = filepath.Clean(path)
+	unescape := strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`)
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) > 4 && unescape.Replace(fields[4]) == path {
+			return true, nil
+		}
+	}
+	return false, sc.Err()
+}
+
+// mount mounts the pool's filesystem on its directory unless it already is.
+func (b *Btrfs) mount(ctx context.Context) error {
+	if ok, err := isMountPoint(b.root); err != nil || ok {
+		return err
+	}
+	var opts []string
+	if st, err := os.Stat(b.source); err == nil && st.Mode().IsRegular() {
+		opts = append(opts, "loop")
+	}
+	if b.mountOptions != "" {
+		opts = append(opts, b.mountOptions)
+	}
+	args := []string{"-t", "btrfs"}
+	if len(opts) > 0 {
+		args = append(args, "-o", strings.Join(opts, ","))
+	}
+	if err := run(ctx, "mount", append(args, b.source, b.root)...); err != nil {
+		return fmt.Errorf("mount btrfs pool: %w", err)
+	}
+	slog.Info("mounted btrfs pool", "source", b.source, "path", b.root)
+	return nil
+}
+
+// unmount unmounts the pool's filesystem and detaches any loop device
+// still backed by its loop file (mount -o loop sets autoclear, but a
+// device attached by hand or by an older mount may remain).
+func (b *Btrfs) unmount(ctx context.Context) error {
+	ok, err := isMountPoint(b.root)
+	if err != nil {
+		return err
+	}
+	if ok {
+		if err := run(ctx, "umount", b.root); err != nil {
+			return fmt.Errorf("unmount btrfs pool: %w", err)
+		}
+	}
+	if st, err := os.Stat(b.source); err != nil || !st.Mode().IsRegular() {
+		return nil
+	}
+	return DetachLoops(ctx, b.source)
+}
+
+// DetachLoops detaches every loop device backed by file.
+func DetachLoops(ctx context.Context, file string) error {
+	out, err := output(ctx, "losetup", "-n", "-O", "NAME", "-j", file)
+	if err != nil {
+		return err
+	}
+	for _, dev := range strings.Fields(out) {
+		if err := run(ctx, "losetup", "-d", dev); err != nil {
+			return fmt.Errorf("detach loop device: %w", err)
+		}
+	}
+	return nil
+}
+
+// Name implements Driver.
+func (b *Btrfs) Name() string { return "btrfs" }
+
+// InstancePath implements Driver.
+func (b *Btrfs) InstancePath(name string) string { return filepath.Join(b.root, "containers", name) }
+
+func (b *Btrfs) imagePath(fp string) string { return filepath.Join(b.root, "images", fp) }
+
+// HasImage implements Driver.
+func (b *Btrfs) HasImage(fp string) bool {
+	_, err := os.Stat(b.imagePath(fp))
+	return err == nil
+}
+
+// CreateImage implements Driver: the image is unpacked into a temporary
+// subvolume, which is made read-only and then renamed into place.
+func (b *Btrfs) CreateImage(ctx context.Context, fp string, fill func(dir string) error) error {
+	final := b.imagePath(fp)
+	return b.buildSubvolume(ctx, final, func(tmp string) error {
+		if err := fill(tmp); err != nil {
+			return err
+		}
+		if err := os.Chmod(tmp, volumeMode); err != nil {
+			return fmt.Errorf("set volume mode: %w", err)
+		}
+		if err := run(ctx, "btrfs", "property", "set", "-ts", tmp, "ro", "true"); err != nil {
+			return fmt.Errorf("make image volume read-only: %w", err)
+		}
+		return nil
+	})
+}
+
+// buildSubvolume makes a subvolume under a temporary name, fills it and
+// renames it into place; on failure the subvolume is removed.
+func (b *Btrfs) buildSubvolume(ctx context.Context, final string, build func(tmp string) error) error {
+	tmp := tmpPath(final)
+	if err := deleteSubvolumeTree(ctx, tmp); err != nil {
+		return fmt.Errorf("clear leftover %s: %w", tmp, err)
+	}
+	if err := run(ctx, "btrfs", "subvolume", "create", tmp); err != nil {
+		return fmt.Errorf("create subvolume: %w", err)
+	}
+	if err := build(tmp); err != nil {
+		_ = deleteSubvolumeTree(context.WithoutCancel(ctx), tmp)
+		return err
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		_ = deleteSubvolumeTree(context.WithoutCancel(ctx), tmp)
+		return fmt.Errorf("move volume into place: %w", err)
+	}
+	return nil
+}
+
+// DeleteImage implements Driver.
+func (b *Btrfs) DeleteImage(ctx context.Context, fp string) error {
+	return b.removeSubvolume(ctx, b.imagePath(fp))
+}
+
+// CreateInstanceFromImage implements Driver: a writable snapshot of the
+// image's subvolume, which shares every block with it.
+func (b *Btrfs) CreateInstanceFromImage(ctx context.Context, name, fp string) error {
+	src := b.imagePath(fp)
+	if _, err := os.Stat(src); err != nil {
+		return fmt.Errorf("image volume %s: %w", fp, err)
+	}
+	// A snapshot appears whole or not at all: no temporary name needed.
+	if err := run(ctx, "btrfs", "subvolume", "snapshot", src, b.InstancePath(name)); err != nil {
+		return fmt.Errorf("snapshot image volume: %w", err)
+	}
+	return nil
+}
+
+// CreateInstanceEmpty implements Driver.
+func (b *Btrfs) CreateInstanceEmpty(ctx context.Context, name string) error {
+	return b.buildSubvolume(ctx, b.InstancePath(name), func(tmp string) error {
+		if err := os.Chmod(tmp, volumeMode); err != nil {
+			return err
+		}
+		return os.Mkdir(filepath.Join(tmp, "rootfs"), 0o755)
+	})
+}
+
+// DeleteInstance implements Driver.
+func (b *Btrfs) DeleteInstance(ctx context.Context, name string) error {
+	return b.removeSubvolume(ctx, b.InstancePath(name))
+}
+
+// removeSubvolume renames the volume out of the way first (as the dir
+// driver does), then deletes it with the subvolumes made inside it.
+func (b *Btrfs) removeSubvolume(ctx context.Context, path string) error {
+	tmp := tmpPath(path)
+	if err := os.Rename(path, tmp); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return fmt.Errorf("remove volume: %w", err)
+	}
+	return deleteSubvolumeTree(ctx, tmp)
+}
+
+// deleteSubvolumeTree deletes a subvolume and every subvolume nested in
+// it (a container may make its own), deepest first. A missing path is not
+// an error; a plain directory is removed as one.
+func deleteSubvolumeTree(ctx context.Context, path string) error {
+	var subvolumes []string
+	err := filepath.WalkDir(path, func(p string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !e.IsDir() {
+			return nil
+		}
+		info, err := e.Info()
+		if err != nil {
+			return err
+		}
+		if st, ok := info.Sys().(*syscall.Stat_t); ok && st.Ino == subvolumeInode {
+			subvolumes = append(subvolumes, p)
+		}
+		return nil
+	})
+	if errors.Is(err, fs.ErrNotExist) && len(subvolumes) == 0 {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("find nested subvolumes: %w", err)
+	}
+	// WalkDir visits a parent before what it holds.
+	for _, sv := range slices.Backward(subvolumes) {
+		if err := run(ctx, "btrfs", "subvolume", "delete", sv); err != nil {
+			return fmt.Errorf("delete subvolume: %w", err)
+		}
+	}
+	if len(subvolumes) == 0 || subvolumes[0] != path {
+		return os.RemoveAll(path)
+	}
+	return nil
+}
+
+// RenameInstance implements Driver.
+func (b *Btrfs) RenameInstance(ctx context.Context, oldName, newName string) error {
+	if err := os.Rename(b.InstancePath(oldName), b.InstancePath(newName)); err != nil {
+		return fmt.Errorf("rename volume: %w", err)
+	}
+	return nil
+}
+
+// Instances implements Driver.
+func (b *Btrfs) Instances() ([]string, error) {
+	return listVolumes(filepath.Join(b.root, "containers"))
+}
+
+// Usage implements Driver.
+func (b *Btrfs) Usage() (Usage, error) { return statUsage(b.root) }
+
+// Update implements Driver: new mount options apply at once by remounting.
+func (b *Btrfs) Update(ctx context.Context, config map[string]string) error {
+	opts := config["btrfs.mount_options"]
+	if opts == b.mountOptions {
+		return nil
+	}
+	if b.mounted && opts != "" {
+		if err := run(ctx, "mount", "-o", "remount,"+opts, b.root); err != nil {
+			return fmt.Errorf("remount btrfs pool: %w", err)
+		}
+	}
+	b.mountOptions = opts
+	return nil
+}
+
+// Delete implements Driver.
+func (b *Btrfs) Delete(ctx context.Context) error {
+	for _, sub := range []string{"images", "containers"} {
+		dir := filepath.Join(b.root, sub)
+		entries, err := os.ReadDir(dir)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("list btrfs pool: %w", err)
+		}
+		for _, e := range entries {
+			if err := deleteSubvolumeTree(ctx, filepath.Join(dir, e.Name())); err != nil {
+				return err
+			}
+		}
+		if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove %s: %w", dir, err)
+		}
+	}
+	if !b.mounted {
+		return nil
+	}
+	if err := b.unmount(ctx); err != nil {
+		return err
+	}
+	if err := os.Remove(b.root); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove pool directory: %w", err)
+	}
+	if st, err := os.Stat(b.source); err == nil && st.Mode().IsRegular() {
+		if err := os.Remove(b.source); err != nil {
+			return fmt.Errorf("remove loop file: %w", err)
+		}
+	}
+	return nil
+}
