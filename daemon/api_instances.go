@@ -20,6 +20,7 @@ import (
 	"cell/daemon/liblxc"
 	"cell/daemon/operations"
 	"cell/shared/api"
+	"cell/storage"
 )
 
 func instanceURL(name string) string { return "/1.0/instances/" + name }
@@ -88,7 +89,6 @@ func (d *Daemon) getInstance(w http.ResponseWriter, r *http.Request) error {
 	if recursion(r) > 0 {
 		return syncResponse(w, api.InstanceFull{Instance: ai, State: d.instanceState(inst), Snapshots: []api.InstanceSnapshot{}, Backups: []any{}})
 	}
-	w.Header().Set("ETag", strconv.Quote(inst.CreatedAt.String()))
 	return syncResponse(w, ai)
 }
 
@@ -227,7 +227,7 @@ func (d *Daemon) createInstance(w http.ResponseWriter, r *http.Request) error {
 }
 
 // fillInstance makes the instance's volume and then shows the instance.
-func (d *Daemon) fillInstance(ctx context.Context, row db.Instance, pool storageDriver, image *db.Image) error {
+func (d *Daemon) fillInstance(ctx context.Context, row db.Instance, pool storage.Driver, image *db.Image) error {
 	unlock := d.locks.Lock("instance/" + row.Name)
 	defer unlock()
 	if image == nil {
@@ -254,18 +254,9 @@ func (d *Daemon) fillInstance(ctx context.Context, row db.Instance, pool storage
 	return d.db.SetInstanceReady(ctx, row.ID, true)
 }
 
-// storageDriver is the part of storage.Driver instance creation uses.
-type storageDriver interface {
-	HasImage(fp string) bool
-	CreateImage(ctx context.Context, fp string, fill func(dir string) error) error
-	CreateInstanceFromImage(ctx context.Context, name, fp string) error
-	CreateInstanceEmpty(ctx context.Context, name string) error
-	DeleteInstance(ctx context.Context, name string) error
-}
-
 // ensureImageVolume unpacks an image into the pool once; parallel
 // launches of the same image wait for the first one.
-func (d *Daemon) ensureImageVolume(ctx context.Context, pool storageDriver, fp string) error {
+func (d *Daemon) ensureImageVolume(ctx context.Context, pool storage.Driver, fp string) error {
 	unlock := d.locks.Lock("image/" + fp)
 	defer unlock()
 	if pool.HasImage(fp) {
