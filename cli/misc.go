@@ -20,13 +20,9 @@ func (a *app) cmdVersion() *cobra.Command {
 		Short: "Show local and remote versions",
 		Args:  checkArgs(0, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			remote := a.conf.DefaultRemote
-			if len(args) == 1 {
-				r, _, err := a.conf.ParseRemote(args[0])
-				if err != nil {
-					return err
-				}
-				remote = r
+			remote, err := a.remoteArg(args)
+			if err != nil {
+				return err
 			}
 			fmt.Fprintf(a.stdout, "Client version: %s\n", Version)
 			server := "unreachable"
@@ -53,15 +49,7 @@ func (a *app) cmdOperation() *cobra.Command {
 		Short:   "List background operations",
 		Args:    checkArgs(0, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			remote := a.conf.DefaultRemote
-			if len(args) == 1 {
-				r, _, err := a.conf.ParseRemote(args[0])
-				if err != nil {
-					return err
-				}
-				remote = r
-			}
-			c, err := a.client(remote)
+			c, err := a.remoteClient(args)
 			if err != nil {
 				return err
 			}
@@ -228,13 +216,9 @@ By default the monitor listens to all message types. Events print as YAML
       Only show lifecycle events.`,
 		Args: checkArgs(0, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			remote := a.conf.DefaultRemote
-			if len(args) == 1 {
-				r, _, err := a.conf.ParseRemote(args[0])
-				if err != nil {
-					return err
-				}
-				remote = r
+			remote, err := a.remoteArg(args)
+			if err != nil {
+				return err
 			}
 			if pretty {
 				format = "pretty"

@@ -137,6 +137,26 @@ func (a *app) client(remote string) (*client.Client, error) {
 	return c, nil
 }
 
+// remoteArg reads the optional "[remote:]" argument of list-like commands
+// (args holds at most one); without it the default remote is meant.
+func (a *app) remoteArg(args []string) (string, error) {
+	if len(args) == 0 {
+		return a.conf.DefaultRemote, nil
+	}
+	r, _, err := a.conf.ParseRemote(args[0])
+	return r, err
+}
+
+// remoteClient connects to the remote named by the optional "[remote:]"
+// argument.
+func (a *app) remoteClient(args []string) (*client.Client, error) {
+	remote, err := a.remoteArg(args)
+	if err != nil {
+		return nil, err
+	}
+	return a.client(remote)
+}
+
 // parseOne splits "[remote:]name" and connects to the remote.
 func (a *app) parseOne(arg string) (*client.Client, string, error) {
 	remote, name, err := a.conf.ParseRemote(arg)

@@ -69,15 +69,7 @@ func (a *app) cmdStorageList() *cobra.Command {
 		Short:   "List storage pools",
 		Args:    checkArgs(0, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			remote := a.conf.DefaultRemote
-			if len(args) == 1 {
-				r, _, err := a.conf.ParseRemote(args[0])
-				if err != nil {
-					return err
-				}
-				remote = r
-			}
-			c, err := a.client(remote)
+			c, err := a.remoteClient(args)
 			if err != nil {
 				return err
 			}
