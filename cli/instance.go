@@ -440,6 +440,13 @@ func (a *app) cmdDelete() *cobra.Command {
 }
 
 func (a *app) deleteOne(ctx context.Context, t target, force bool) error {
+	if inst, snap, ok := strings.Cut(t.name, "/"); ok {
+		op, err := t.c.DeleteInstanceSnapshot(ctx, inst, snap)
+		if err != nil {
+			return err
+		}
+		return op.Wait(ctx)
+	}
 	if force {
 		inst, _, err := t.c.GetInstance(ctx, t.name)
 		if err != nil {
@@ -517,8 +524,30 @@ func (a *app) rename(ctx context.Context, from, to string) error {
 	if srcRemote != dstRemote {
 		return errors.New("Moving instances between servers is not supported yet")
 	}
-	if strings.Contains(srcName, "/") || strings.Contains(dstName, "/") {
-		return errors.New("Renaming snapshots is not supported yet")
+	if inst, snap, ok := strings.Cut(srcName, "/"); ok {
+		// NAME/SNAP NAME/NEW, or NAME/SNAP NEW.
+		newSnap := dstName
+		if dstInst, s, ok := strings.Cut(dstName, "/"); ok {
+			if dstInst != inst {
+				return errors.New("Moving snapshots to another instance is not supported yet")
+			}
+			newSnap = s
+		}
+		if newSnap == "" || newSnap == snap {
+			return errors.New("Missing new snapshot name")
+		}
+		c, err := a.client(srcRemote)
+		if err != nil {
+			return err
+		}
+		op, err := c.RenameInstanceSnapshot(ctx, inst, snap, newSnap)
+		if err != nil {
+			return err
+		}
+		return op.Wait(ctx)
+	}
+	if strings.Contains(dstName, "/") {
+		return errors.New("An instance cannot be renamed into a snapshot")
 	}
 	if dstName == "" || dstName == srcName {
 		return errors.New("Missing new instance name")

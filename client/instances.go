@@ -107,3 +107,25 @@ func InstanceNameFromOperation(op *api.Operation) string {
 	}
 	return ""
 }
+
+// CreateInstanceSnapshot snapshots an instance; an empty req.Name lets the
+// server pick snapN.
+func (c *Client) CreateInstanceSnapshot(ctx context.Context, name string, req api.InstanceSnapshotsPost) (*Operation, error) {
+	return c.doOperation(ctx, request{method: http.MethodPost, path: urlPath("instances", name, "snapshots"), body: req})
+}
+
+// DeleteInstanceSnapshot deletes a snapshot.
+func (c *Client) DeleteInstanceSnapshot(ctx context.Context, name, snap string) (*Operation, error) {
+	return c.doOperation(ctx, request{method: http.MethodDelete, path: urlPath("instances", name, "snapshots", snap)})
+}
+
+// RenameInstanceSnapshot renames a snapshot.
+func (c *Client) RenameInstanceSnapshot(ctx context.Context, name, snap, newName string) (*Operation, error) {
+	return c.doOperation(ctx, request{method: http.MethodPost, path: urlPath("instances", name, "snapshots", snap),
+		body: api.InstanceSnapshotPost{Name: newName}})
+}
+
+// RestoreInstanceSnapshot restores an instance to one of its snapshots.
+func (c *Client) RestoreInstanceSnapshot(ctx context.Context, name, snap string) (*Operation, error) {
+	return c.doOperation(ctx, request{method: http.MethodPut, path: urlPath("instances", name), body: api.InstancePut{Restore: snap}})
+}

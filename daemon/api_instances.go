@@ -59,6 +59,12 @@ func (d *Daemon) listInstances(w http.ResponseWriter, r *http.Request) error {
 	}
 	urls := []string{}
 	full := []any{}
+	var snapshots map[int64][]db.Snapshot
+	if recursion(r) > 1 {
+		if snapshots, err = d.db.AllSnapshots(ctx); err != nil {
+			return err
+		}
+	}
 	for _, row := range rows {
 		inst := expand(row, profiles)
 		ai := d.apiInstance(inst)
@@ -71,7 +77,11 @@ func (d *Daemon) listInstances(w http.ResponseWriter, r *http.Request) error {
 		case 1:
 			full = append(full, ai)
 		default:
-			full = append(full, api.InstanceFull{Instance: ai, State: d.instanceState(inst), Snapshots: []api.InstanceSnapshot{}, Backups: []any{}})
+			snaps := []api.InstanceSnapshot{}
+			for _, s := range snapshots[inst.ID] {
+				snaps = append(snaps, d.apiSnapshot(s, profiles))
+			}
+			full = append(full, api.InstanceFull{Instance: ai, State: d.instanceState(inst), Snapshots: snaps, Backups: []any{}})
 		}
 	}
 	if recursion(r) == 0 {
@@ -81,13 +91,22 @@ func (d *Daemon) listInstances(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (d *Daemon) getInstance(w http.ResponseWriter, r *http.Request) error {
-	inst, err := d.loadInstance(r.Context(), chi.URLParam(r, "name"))
+	ctx := r.Context()
+	inst, err := d.loadInstance(ctx, chi.URLParam(r, "name"))
 	if err != nil {
 		return err
 	}
 	ai := d.apiInstance(inst)
 	if recursion(r) > 0 {
-		return syncResponse(w, api.InstanceFull{Instance: ai, State: d.instanceState(inst), Snapshots: []api.InstanceSnapshot{}, Backups: []any{}})
+		profiles, err := d.profileMap(ctx)
+		if err != nil {
+			return err
+		}
+		snaps, err := d.instanceSnapshots(ctx, inst, profiles)
+		if err != nil {
+			return err
+		}
+		return syncResponse(w, api.InstanceFull{Instance: ai, State: d.instanceState(inst), Snapshots: snaps, Backups: []any{}})
 	}
 	return syncResponse(w, ai)
 }
@@ -311,6 +330,9 @@ func (d *Daemon) updateInstance(w http.ResponseWriter, r *http.Request, patch bo
 		req = api.InstancePut{}
 		if err := readJSON(r, &req); err != nil {
 			return err
+		}
+		if req.Restore != "" {
+			return d.restoreInstance(w, r, inst, req)
 		}
 		if req.Config == nil {
 			req.Config = map[string]string{}

@@ -9,8 +9,6 @@ import (
 	"strings"
 
 	"github.com/go-chi/chi/v5"
-
-	"cell/shared/api"
 )
 
 // logFile resolves a log name of an instance to its path; names are plain
@@ -73,16 +71,6 @@ func (d *Daemon) deleteInstanceLog(w http.ResponseWriter, r *http.Request) error
 		return notFound("log file not found")
 	}
 	return syncResponse(w, nil)
-}
-
-func (d *Daemon) listInstanceSnapshots(w http.ResponseWriter, r *http.Request) error {
-	if _, err := d.loadInstance(r.Context(), chi.URLParam(r, "name")); err != nil {
-		return err
-	}
-	if recursion(r) > 0 {
-		return syncResponse(w, []api.InstanceSnapshot{})
-	}
-	return syncResponse(w, []string{})
 }
 
 // listInstanceBackups lists an instance's backups. celld cannot make

@@ -189,6 +189,9 @@ func (d *Daemon) recover(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := d.recoverSnapshots(ctx); err != nil {
+		return err
+	}
 	if err := d.recoverImages(ctx); err != nil {
 		return err
 	}
@@ -323,6 +326,28 @@ func (d *Daemon) recoverImages(ctx context.Context) error {
 			if err := d.images.Delete(fp); err != nil {
 				return err
 			}
+		}
+	}
+	return nil
+}
+
+// recoverSnapshots removes the snapshots whose creation or deletion a
+// crash interrupted: their rows are hidden, their volumes (whole, or a
+// temporary the pool's opening already removed) go with them.
+func (d *Daemon) recoverSnapshots(ctx context.Context) error {
+	unfinished, err := d.db.UnfinishedSnapshots(ctx)
+	if err != nil {
+		return err
+	}
+	for _, s := range unfinished {
+		slog.Warn("removing snapshot whose creation or deletion was interrupted", "instance", s.Instance, "snapshot", s.Name)
+		if p, err := d.pool(s.Pool); err == nil {
+			if err := p.DeleteSnapshot(ctx, s.Instance, s.Name); err != nil {
+				return err
+			}
+		}
+		if err := d.db.DeleteSnapshot(ctx, s.ID); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -26,6 +26,8 @@ var apiExtensions = []string{
 	"operation_wait",
 	"image_create_aliases",
 	"instances",
+	"snapshot_expiry",
+	"snapshot_expiry_creation",
 }
 
 func (d *Daemon) router() http.Handler {
@@ -60,6 +62,11 @@ func (d *Daemon) router() http.Handler {
 					r.Method("GET", "/logs/*", handlerFunc(d.getInstanceLog))
 					r.Method("DELETE", "/logs/*", handlerFunc(d.deleteInstanceLog))
 					r.Method("GET", "/snapshots", handlerFunc(d.listInstanceSnapshots))
+					r.Method("POST", "/snapshots", handlerFunc(d.createInstanceSnapshot))
+					r.Method("GET", "/snapshots/{snap}", handlerFunc(d.getInstanceSnapshot))
+					r.Method("PUT", "/snapshots/{snap}", handlerFunc(d.putInstanceSnapshot))
+					r.Method("DELETE", "/snapshots/{snap}", handlerFunc(d.deleteInstanceSnapshot))
+					r.Method("POST", "/snapshots/{snap}", handlerFunc(d.postInstanceSnapshot))
 					r.Method("GET", "/backups", handlerFunc(d.listInstanceBackups))
 					r.Method("POST", "/backups", handlerFunc(d.createInstanceBackup))
 				})

@@ -97,7 +97,7 @@ func createBtrfs(ctx context.Context, p Pool) (_ Driver, _ map[string]string, er
 			return nil, nil, fmt.Errorf("%w: source: %v", ErrInvalidConfig, err)
 		}
 		b := &Btrfs{root: source, source: source}
-		for _, sub := range []string{"images", "containers"} {
+		for _, sub := range []string{"images", "containers", "snapshots"} {
 			dir := filepath.Join(source, sub)
 			if err := os.Mkdir(dir, 0o711); err != nil {
 				return nil, nil, fmt.Errorf("%w: source %s cannot hold a pool: %v", ErrInvalidConfig, source, err)
@@ -123,7 +123,7 @@ func createBtrfs(ctx context.Context, p Pool) (_ Driver, _ map[string]string, er
 		return nil, nil, err
 	}
 	undo = append(undo, func() { _ = b.unmount(context.WithoutCancel(ctx)) })
-	for _, sub := range []string{"images", "containers"} {
+	for _, sub := range []string{"images", "containers", "snapshots"} {
 		if err := os.Mkdir(filepath.Join(p.Dir, sub), 0o711); err != nil {
 			return nil, nil, fmt.Errorf("create pool layout: %w", err)
 		}
@@ -153,8 +153,12 @@ func openBtrfs(ctx context.Context, p Pool) (*Btrfs, error) {
 	if err := checkBtrfs(b.root); err != nil {
 		return nil, err
 	}
-	for _, sub := range []string{"images", "containers"} {
-		stale, err := filepath.Glob(filepath.Join(b.root, sub, ".tmp-*"))
+	// Pools made before snapshots existed have no snapshots dir.
+	if err := os.MkdirAll(filepath.Join(b.root, "snapshots"), 0o711); err != nil {
+		return nil, fmt.Errorf("create snapshots dir: %w", err)
+	}
+	for _, pattern := range []string{"images/.tmp-*", "containers/.tmp-*", "snapshots/.tmp-*", "snapshots/*/.tmp-*"} {
+		stale, err := filepath.Glob(filepath.Join(b.root, pattern))
 		if err != nil {
 			return nil, fmt.Errorf("list btrfs pool: %w", err)
 		}
@@ -381,9 +385,78 @@ func (b *Btrfs) CreateInstanceEmpty(ctx context.Context, name string) error {
 	})
 }
 
-// DeleteInstance implements Driver.
+// DeleteInstance implements Driver: the volume, then its snapshots.
 func (b *Btrfs) DeleteInstance(ctx context.Context, name string) error {
-	return b.removeSubvolume(ctx, b.InstancePath(name))
+	if err := b.removeSubvolume(ctx, b.InstancePath(name)); err != nil {
+		return err
+	}
+	return b.removeSubvolume(ctx, b.snapshotsDir(name))
+}
+
+func (b *Btrfs) snapshotsDir(instance string) string {
+	return filepath.Join(b.root, "snapshots", instance)
+}
+
+// SnapshotPath implements Driver.
+func (b *Btrfs) SnapshotPath(instance, snap string) string {
+	return filepath.Join(b.snapshotsDir(instance), snap)
+}
+
+// CreateSnapshot implements Driver: a read-only snapshot of the instance's
+// subvolume, which appears whole or not at all.
+func (b *Btrfs) CreateSnapshot(ctx context.Context, instance, snap string) error {
+	src := b.InstancePath(instance)
+	if _, err := os.Stat(src); err != nil {
+		return fmt.Errorf("instance volume %s: %w", instance, err)
+	}
+	if err := os.MkdirAll(b.snapshotsDir(instance), volumeMode); err != nil {
+		return fmt.Errorf("create snapshots dir: %w", err)
+	}
+	if err := run(ctx, "btrfs", "subvolume", "snapshot", "-r", src, b.SnapshotPath(instance, snap)); err != nil {
+		return fmt.Errorf("snapshot instance volume: %w", err)
+	}
+	return nil
+}
+
+// DeleteSnapshot implements Driver.
+func (b *Btrfs) DeleteSnapshot(ctx context.Context, instance, snap string) error {
+	return b.removeSubvolume(ctx, b.SnapshotPath(instance, snap))
+}
+
+// RenameSnapshot implements Driver.
+func (b *Btrfs) RenameSnapshot(ctx context.Context, instance, oldName, newName string) error {
+	if err := os.Rename(b.SnapshotPath(instance, oldName), b.SnapshotPath(instance, newName)); err != nil {
+		return fmt.Errorf("rename snapshot: %w", err)
+	}
+	return nil
+}
+
+// RestoreSnapshot implements Driver: a writable snapshot of the snapshot
+// is made next to the volume, swapped with it in one step, and the old
+// subvolume deleted.
+func (b *Btrfs) RestoreSnapshot(ctx context.Context, instance, snap string) error {
+	src := b.SnapshotPath(instance, snap)
+	if _, err := os.Stat(src); err != nil {
+		return fmt.Errorf("snapshot %s/%s: %w", instance, snap, err)
+	}
+	vol := b.InstancePath(instance)
+	tmp := restorePath(vol)
+	if err := deleteSubvolumeTree(ctx, tmp); err != nil {
+		return fmt.Errorf("clear leftover %s: %w", tmp, err)
+	}
+	if err := run(ctx, "btrfs", "subvolume", "snapshot", src, tmp); err != nil {
+		return fmt.Errorf("snapshot the snapshot: %w", err)
+	}
+	if err := exchange(tmp, vol); err != nil {
+		_ = deleteSubvolumeTree(context.WithoutCancel(ctx), tmp)
+		return err
+	}
+	// tmp now holds the old content; a crash here leaves it to the next
+	// opening of the pool.
+	if err := deleteSubvolumeTree(ctx, tmp); err != nil {
+		slog.Warn("remove replaced volume", "path", tmp, "err", err)
+	}
+	return nil
 }
 
 // removeSubvolume renames the volume out of the way first (as the dir
@@ -438,8 +511,12 @@ func deleteSubvolumeTree(ctx context.Context, path string) error {
 	return nil
 }
 
-// RenameInstance implements Driver.
+// RenameInstance implements Driver: its snapshots move first (see the
+// dir driver).
 func (b *Btrfs) RenameInstance(ctx context.Context, oldName, newName string) error {
+	if err := renameSnapshotsDir(b.snapshotsDir(oldName), b.snapshotsDir(newName)); err != nil {
+		return err
+	}
 	if err := os.Rename(b.InstancePath(oldName), b.InstancePath(newName)); err != nil {
 		return fmt.Errorf("rename volume: %w", err)
 	}
@@ -471,7 +548,7 @@ func (b *Btrfs) Update(ctx context.Context, config map[string]string) error {
 
 // Delete implements Driver.
 func (b *Btrfs) Delete(ctx context.Context) error {
-	for _, sub := range []string{"images", "containers"} {
+	for _, sub := range []string{"images", "containers", "snapshots"} {
 		dir := filepath.Join(b.root, sub)
 		entries, err := os.ReadDir(dir)
 		if err != nil && !errors.Is(err, os.ErrNotExist) {

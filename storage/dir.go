@@ -32,7 +32,7 @@ type Dir struct {
 // volumes are removed: a pool is opened when the daemon starts, so they are
 // what a crash left half built or half deleted, and nothing refers to them.
 func NewDir(root string) (*Dir, error) {
-	for _, sub := range []string{"containers", "images"} {
+	for _, sub := range []string{"containers", "images", "snapshots"} {
 		dir := filepath.Join(root, sub)
 		if err := os.MkdirAll(dir, 0o711); err != nil {
 			return nil, fmt.Errorf("create dir pool: %w", err)
@@ -40,6 +40,14 @@ func NewDir(root string) (*Dir, error) {
 		stale, err := filepath.Glob(filepath.Join(dir, ".tmp-*"))
 		if err != nil {
 			return nil, fmt.Errorf("list dir pool: %w", err)
+		}
+		if sub == "snapshots" {
+			// Snapshots being made or removed: snapshots/INSTANCE/.tmp-SNAP.
+			nested, err := filepath.Glob(filepath.Join(dir, "*", ".tmp-*"))
+			if err != nil {
+				return nil, fmt.Errorf("list dir pool: %w", err)
+			}
+			stale = append(stale, nested...)
 		}
 		for _, p := range stale {
 			if err := os.RemoveAll(p); err != nil {
@@ -98,7 +106,7 @@ func (d *Dir) Delete(ctx context.Context) error {
 	if d.owned {
 		return removeVolume(d.root)
 	}
-	for _, sub := range []string{"images", "containers"} {
+	for _, sub := range []string{"images", "containers", "snapshots"} {
 		if err := removeVolume(filepath.Join(d.root, sub)); err != nil {
 			return err
 		}
@@ -199,9 +207,83 @@ func (d *Dir) CreateInstanceEmpty(ctx context.Context, name string) error {
 	})
 }
 
-// DeleteInstance implements Driver.
+// DeleteInstance implements Driver: the volume, then its snapshots.
 func (d *Dir) DeleteInstance(ctx context.Context, name string) error {
-	return removeVolume(d.InstancePath(name))
+	if err := removeVolume(d.InstancePath(name)); err != nil {
+		return err
+	}
+	return removeVolume(d.snapshotsDir(name))
+}
+
+func (d *Dir) snapshotsDir(instance string) string {
+	return filepath.Join(d.root, "snapshots", instance)
+}
+
+// SnapshotPath implements Driver.
+func (d *Dir) SnapshotPath(instance, snap string) string {
+	return filepath.Join(d.snapshotsDir(instance), snap)
+}
+
+// CreateSnapshot implements Driver: a full copy (reflinked where the
+// filesystem can), built under a temporary name.
+func (d *Dir) CreateSnapshot(ctx context.Context, instance, snap string) error {
+	src := d.InstancePath(instance)
+	if _, err := os.Stat(src); err != nil {
+		return fmt.Errorf("instance volume %s: %w", instance, err)
+	}
+	if err := os.MkdirAll(d.snapshotsDir(instance), volumeMode); err != nil {
+		return fmt.Errorf("create snapshots dir: %w", err)
+	}
+	return buildAtomically(d.SnapshotPath(instance, snap), func(tmp string) error {
+		return copyTree(ctx, src, tmp)
+	})
+}
+
+// DeleteSnapshot implements Driver.
+func (d *Dir) DeleteSnapshot(ctx context.Context, instance, snap string) error {
+	return removeVolume(d.SnapshotPath(instance, snap))
+}
+
+// RenameSnapshot implements Driver.
+func (d *Dir) RenameSnapshot(ctx context.Context, instance, oldName, newName string) error {
+	if err := os.Rename(d.SnapshotPath(instance, oldName), d.SnapshotPath(instance, newName)); err != nil {
+		return fmt.Errorf("rename snapshot: %w", err)
+	}
+	return nil
+}
+
+// RestoreSnapshot implements Driver: a copy of the snapshot is built next
+// to the volume, swapped with it in one step, and the old content removed.
+func (d *Dir) RestoreSnapshot(ctx context.Context, instance, snap string) error {
+	src := d.SnapshotPath(instance, snap)
+	if _, err := os.Stat(src); err != nil {
+		return fmt.Errorf("snapshot %s/%s: %w", instance, snap, err)
+	}
+	vol := d.InstancePath(instance)
+	tmp := restorePath(vol)
+	if err := os.RemoveAll(tmp); err != nil {
+		return fmt.Errorf("clear leftover %s: %w", tmp, err)
+	}
+	if err := copyTree(ctx, src, tmp); err != nil {
+		_ = os.RemoveAll(tmp)
+		return err
+	}
+	if err := exchange(tmp, vol); err != nil {
+		_ = os.RemoveAll(tmp)
+		return err
+	}
+	// tmp now holds the old content; a crash here leaves it to the next
+	// opening of the pool.
+	if err := os.RemoveAll(tmp); err != nil {
+		slog.Warn("remove replaced volume", "path", tmp, "err", err)
+	}
+	return nil
+}
+
+// restorePath is where a volume's restored content is built; the .tmp-
+// prefix makes opening the pool remove it after a crash.
+func restorePath(vol string) string {
+	return filepath.Join(filepath.Dir(vol), ".tmp-restore-"+filepath.Base(vol))
 }
 
 // removeVolume renames the volume out of the way first, so that a crash
@@ -221,8 +303,13 @@ func removeVolume(path string) error {
 	return nil
 }
 
-// RenameInstance implements Driver.
+// RenameInstance implements Driver: its snapshots move first, so that a
+// rename finished after a crash (the volume still under the old name)
+// finds them moved or still to move.
 func (d *Dir) RenameInstance(ctx context.Context, oldName, newName string) error {
+	if err := renameSnapshotsDir(d.snapshotsDir(oldName), d.snapshotsDir(newName)); err != nil {
+		return err
+	}
 	if err := os.Rename(d.InstancePath(oldName), d.InstancePath(newName)); err != nil {
 		return fmt.Errorf("rename volume: %w", err)
 	}
@@ -248,4 +335,12 @@ func listVolumes(dir string) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// renameSnapshotsDir moves an instance's snapshots dir; none is fine.
+func renameSnapshotsDir(oldDir, newDir string) error {
+	if err := os.Rename(oldDir, newDir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("rename snapshots: %w", err)
+	}
+	return nil
 }

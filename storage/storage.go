@@ -51,6 +51,19 @@ type Driver interface {
 	// Instances lists the instance volumes on disk (to reconcile with the
 	// database after a crash).
 	Instances() ([]string, error)
+	// CreateSnapshot makes a snapshot of an instance volume. Either the
+	// whole snapshot exists afterwards or nothing does.
+	CreateSnapshot(ctx context.Context, instance, snap string) error
+	// DeleteSnapshot removes a snapshot; a missing one is not an error.
+	DeleteSnapshot(ctx context.Context, instance, snap string) error
+	// RenameSnapshot renames a snapshot.
+	RenameSnapshot(ctx context.Context, instance, oldName, newName string) error
+	// RestoreSnapshot replaces an instance volume's content by the
+	// snapshot's. The volume is swapped whole: a failure (or a crash)
+	// leaves either the old content or the snapshot's, never a mix.
+	RestoreSnapshot(ctx context.Context, instance, snap string) error
+	// SnapshotPath is where a snapshot is on the host.
+	SnapshotPath(instance, snap string) string
 	// Usage reports the space and inodes of the pool's filesystem.
 	Usage() (Usage, error)
 	// Update applies config keys that changed on an open pool (only those
@@ -60,6 +73,14 @@ type Driver interface {
 	// Create made for it (a filesystem's mount, its loop device and loop
 	// file, the pool's directory). The pool must hold no instance volume.
 	Delete(ctx context.Context) error
+}
+
+// exchange swaps two paths atomically (renameat2 RENAME_EXCHANGE).
+func exchange(a, b string) error {
+	if err := unix.Renameat2(unix.AT_FDCWD, a, unix.AT_FDCWD, b, unix.RENAME_EXCHANGE); err != nil {
+		return fmt.Errorf("swap %s and %s: %w", a, b, err)
+	}
+	return nil
 }
 
 // Usage is the space and inodes of a pool, used and total, in bytes and

@@ -87,6 +87,27 @@ INSERT INTO storage_pools_local (pool_id, config)
 	WHERE json_extract(config, '$.source') IS NOT NULL;
 UPDATE storage_pools SET config = json_remove(config, '$.source', '$.size');
 `,
+	// 3: instance snapshots, with the instance's config as it was.
+	`
+CREATE TABLE instances_snapshots (
+	id           INTEGER PRIMARY KEY,
+	instance_id  INTEGER NOT NULL REFERENCES instances(id) ON DELETE CASCADE,
+	name         TEXT NOT NULL,
+	description  TEXT NOT NULL DEFAULT '',
+	architecture TEXT NOT NULL DEFAULT '',
+	ephemeral    INTEGER NOT NULL DEFAULT 0,
+	stateful     INTEGER NOT NULL DEFAULT 0,
+	config       TEXT NOT NULL DEFAULT '{}',
+	devices      TEXT NOT NULL DEFAULT '{}',
+	profiles     TEXT NOT NULL DEFAULT '[]',
+	created_at   INTEGER NOT NULL,
+	expires_at   INTEGER NOT NULL DEFAULT 0,
+	-- ready is 0 while the snapshot is being made or deleted: such a row is
+	-- not shown, and a daemon that restarts after a crash removes it.
+	ready        INTEGER NOT NULL DEFAULT 0,
+	UNIQUE (instance_id, name)
+);
+`,
 }
 
 func (d *DB) migrate(ctx context.Context) error {

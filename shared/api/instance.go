@@ -14,6 +14,29 @@ type InstancePut struct {
 	Profiles     []string          `json:"profiles" yaml:"profiles"`
 	Stateful     bool              `json:"stateful" yaml:"stateful"`
 	Description  string            `json:"description" yaml:"description"`
+	// Restore names a snapshot to restore (PUT only), as "SNAP" or
+	// "INSTANCE/SNAP".
+	Restore string `json:"restore,omitempty" yaml:"restore,omitempty"`
+}
+
+// InstanceSnapshotsPost creates a snapshot; an empty name lets the server
+// pick the first free snapN.
+type InstanceSnapshotsPost struct {
+	Name      string     `json:"name" yaml:"name"`
+	Stateful  bool       `json:"stateful" yaml:"stateful"`
+	ExpiresAt *time.Time `json:"expires_at,omitempty" yaml:"expires_at,omitempty"`
+}
+
+// InstanceSnapshotPost renames a snapshot.
+type InstanceSnapshotPost struct {
+	Name      string `json:"name" yaml:"name"`
+	Migration bool   `json:"migration" yaml:"migration"`
+	Live      bool   `json:"live,omitempty" yaml:"live,omitempty"`
+}
+
+// InstanceSnapshotPut is the writable part of a snapshot.
+type InstanceSnapshotPut struct {
+	ExpiresAt time.Time `json:"expires_at" yaml:"expires_at"`
 }
 
 // Instance is an instance as the API shows it.
