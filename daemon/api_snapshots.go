@@ -281,11 +281,23 @@ func (d *Daemon) postInstanceSnapshot(w http.ResponseWriter, r *http.Request) er
 		Run: func(ctx context.Context, op *operations.Operation) error {
 			unlock := d.locks.Lock("instance/" + inst.Name)
 			defer unlock()
+			// As for instances: the rename is recorded before anything
+			// moves, so that a crash half way is finished at the next start.
+			marker := map[string]string{keySnapshotRename: s.Name + "/" + req.Name}
+			if err := d.db.SetInstanceConfig(ctx, inst.ID, marker); err != nil {
+				return err
+			}
+			unmark := map[string]string{keySnapshotRename: ""}
 			if err := d.db.RenameSnapshot(ctx, s.ID, req.Name); err != nil {
+				_ = d.db.SetInstanceConfig(context.WithoutCancel(ctx), inst.ID, unmark)
 				return err
 			}
 			if err := pool.RenameSnapshot(ctx, inst.Name, s.Name, req.Name); err != nil {
 				_ = d.db.RenameSnapshot(context.WithoutCancel(ctx), s.ID, s.Name)
+				_ = d.db.SetInstanceConfig(context.WithoutCancel(ctx), inst.ID, unmark)
+				return err
+			}
+			if err := d.db.SetInstanceConfig(ctx, inst.ID, unmark); err != nil {
 				return err
 			}
 			d.events.Lifecycle("instance-snapshot-renamed", snapshotURL(inst.Name, req.Name), map[string]any{"old_name": s.Name})

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -383,5 +384,37 @@ func (d *Daemon) recoverRenames(ctx context.Context) error {
 			return err
 		}
 	}
+	for _, row := range rows {
+		if err := d.recoverSnapshotRename(ctx, row); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// recoverSnapshotRename finishes a snapshot rename a crash interrupted:
+// the instance carries "OLD/NEW" in volatile.snapshot_rename until both the
+// row and the snapshot on disk have the new name.
+func (d *Daemon) recoverSnapshotRename(ctx context.Context, row db.Instance) error {
+	oldName, newName, ok := strings.Cut(row.Config[keySnapshotRename], "/")
+	if !ok {
+		return nil
+	}
+	p, err := d.pool(row.Pool)
+	if err != nil {
+		slog.Warn("cannot finish interrupted snapshot rename: pool unavailable", "instance", row.Name, "pool", row.Pool)
+		return nil
+	}
+	slog.Warn("finishing interrupted snapshot rename", "instance", row.Name, "from", oldName, "to", newName)
+	if s, err := d.db.Snapshot(ctx, row.ID, oldName); err == nil {
+		if err := d.db.RenameSnapshot(ctx, s.ID, newName); err != nil {
+			return err
+		}
+	}
+	if _, err := os.Stat(p.SnapshotPath(row.Name, newName)); errors.Is(err, os.ErrNotExist) {
+		if err := p.RenameSnapshot(ctx, row.Name, oldName, newName); err != nil {
+			return err
+		}
+	}
+	return d.db.SetInstanceConfig(ctx, row.ID, map[string]string{keySnapshotRename: ""})
 }

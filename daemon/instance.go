@@ -31,6 +31,8 @@ const (
 	keyApplyTemplate = "volatile.apply_template"
 	keyBaseImage     = "volatile.base_image"
 	keyRenameFrom    = "volatile.rename_from"
+	// keySnapshotRename is "OLD/NEW" while a snapshot is being renamed.
+	keySnapshotRename = "volatile.snapshot_rename"
 )
 
 // expand applies profiles (in order, later ones winning) and then the
