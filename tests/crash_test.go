@@ -54,13 +54,19 @@ func crashPool(d *harness.Daemon) string { return filepath.Join(d.Dir, "storage-
 // crashRows reads the instance rows straight from the database: name ->
 // ready. Reading is safe while the daemon runs (WAL).
 func crashRows(t *testing.T, d *harness.Daemon) map[string]bool {
+	return readyRows(t, d, "instances")
+}
+
+// readyRows reads name -> ready of a table of rows that stay hidden while
+// the disk is touched (instances, instances_snapshots).
+func readyRows(t *testing.T, d *harness.Daemon, table string) map[string]bool {
 	t.Helper()
 	db, err := sql.Open("sqlite3", "file:"+filepath.Join(d.Dir, "cell.db")+"?_busy_timeout=10000")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	rows, err := db.Query("SELECT name, ready FROM instances")
+	rows, err := db.Query("SELECT name, ready FROM " + table)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"database/sql"
 	"encoding/json"
 	"net/http"
 	"os"
@@ -218,27 +217,7 @@ func TestSnapshotLXC(t *testing.T) {
 
 // snapshotRows reads snapshot rows straight from the database: name -> ready.
 func snapshotRows(t *testing.T, d *harness.Daemon) map[string]bool {
-	t.Helper()
-	db, err := sql.Open("sqlite3", "file:"+filepath.Join(d.Dir, "cell.db")+"?_busy_timeout=10000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	rows, err := db.Query("SELECT name, ready FROM instances_snapshots")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	out := map[string]bool{}
-	for rows.Next() {
-		var name string
-		var ready bool
-		if err := rows.Scan(&name, &ready); err != nil {
-			t.Fatal(err)
-		}
-		out[name] = ready
-	}
-	return out
+	return readyRows(t, d, "instances_snapshots")
 }
 
 // TestSnapshotCrash kills celld while it copies a big instance into a
