@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode"
+
+	"cell/snapshots"
 )
 
 // checker validates one value; its error says what the key accepts.
@@ -24,6 +26,10 @@ var instanceKeys = map[string]checker{
 	"security.privileged":        isBool,
 	"security.nesting":           isBool,
 	"raw.lxc":                    isRawLXC,
+	"snapshots.schedule":         isSchedule,
+	"snapshots.schedule.stopped": isBool,
+	"snapshots.pattern":          snapshots.CheckPattern,
+	"snapshots.expiry":           isExpiry,
 }
 
 // instancePrefixes are namespaces of free-form keys.
@@ -238,3 +244,7 @@ func isRawLXC(v string) error {
 	}
 	return nil
 }
+
+func isSchedule(v string) error { _, err := snapshots.ParseSchedule(v); return err }
+
+func isExpiry(v string) error { _, err := snapshots.ParseExpiry(v); return err }
