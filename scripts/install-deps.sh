@@ -9,7 +9,7 @@ export DEBIAN_FRONTEND=noninteractive
 PACKAGES=(
 	lxc lxc-dev golang-gopkg-lxc-go-lxc.v2-dev
 	busybox-static debootstrap squashfs-tools xz-utils zstd rsync
-	uidmap acl btrfs-progs
+	uidmap acl btrfs-progs zfs-fuse
 	lxd-client python3-pylxd
 	sqlite3 libsqlite3-dev
 	gcc make pkg-config ca-certificates

@@ -1,0 +1,886 @@
+// Package zfs is the ZFS storage driver. It drives the zpool and zfs
+// commands and uses only what both OpenZFS and Debian's zfs-fuse (pool
+// version 23) support: no `clones` property (clones are found through
+// `origin`), no .zfs/snapshot directory (a snapshot is exposed as a
+// read-only clone), no `zpool get -H`.
+//
+// Layout under the pool's root dataset R (a zpool of its own, or a
+// dataset the user gave as source):
+//
+//	R/images/FP             image volume, with its snapshot @readonly
+//	R/containers/NAME       instance volume: a clone of R/images/FP@readonly
+//	R/containers/NAME@snapshot-SNAP
+//	R/snapshots/NAME/SNAP   read-only clone of that snapshot (SnapshotPath)
+//	R/deleted/images/FP-N   an image deleted while instances still use it;
+//	                        destroyed with its last clone (as LXD does)
+//
+// Datasets are mounted under the pool's directory: R/containers at
+// DIR/containers and so on, children inheriting the mountpoint.
+package zfs
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"cell/storage"
+)
+
+const (
+	// defaultSize is the size of a loop file when none is given (sparse).
+	defaultSize = "5GiB"
+	// minSize is zpool's minimum vdev size.
+	minSize = 64 << 20
+	// volumeMode is the mode of a volume's top directory (as storage's).
+	volumeMode = 0o700
+	// RemoveSnapshotsKey allows a restore to an older snapshot, which
+	// removes the newer ones (LXD's key of the same name).
+	RemoveSnapshotsKey = "volume.zfs.remove_snapshots"
+	// PoolNameKey is the zpool (or dataset) that holds the pool.
+	PoolNameKey = "zfs.pool_name"
+)
+
+// Register makes the zfs driver known to the storage package.
+func Register() {
+	storage.Register("zfs", storage.Registration{
+		Keys:     map[string]bool{"source": false, "size": false, PoolNameKey: false, RemoveSnapshotsKey: true},
+		Validate: validate,
+		Create:   Create,
+		Open:     Open,
+	})
+}
+
+func validate(key, value string) error {
+	switch key {
+	case RemoveSnapshotsKey:
+		if _, err := strconv.ParseBool(value); err != nil {
+			return fmt.Errorf("%w: %s must be true or false, not %q", storage.ErrInvalidConfig, key, value)
+		}
+	case PoolNameKey:
+		if err := checkDatasetName(value); err != nil {
+			return fmt.Errorf("%w: %s: %v", storage.ErrInvalidConfig, key, err)
+		}
+	}
+	return nil
+}
+
+func checkDatasetName(name string) error {
+	if name == "" || strings.HasPrefix(name, "/") || strings.HasSuffix(name, "/") {
+		return fmt.Errorf("%q is not a ZFS pool or dataset name", name)
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("_-.:/", r)) {
+			return fmt.Errorf("%q is not a ZFS pool or dataset name (letters, digits and _-.:/ only)", name)
+		}
+	}
+	return nil
+}
+
+// ZFS is one zfs pool.
+type ZFS struct {
+	name string // the pool's name in Cell
+	root string // root dataset R
+	dir  string // mount point of R's children
+	// file is the loop file of a zpool celld made ("" otherwise); zpool
+	// is true when celld owns the whole zpool (loop file or device).
+	file  string
+	zpool bool
+	mu    sync.Mutex
+	cfg   map[string]string
+}
+
+var daemonMu sync.Mutex
+
+// ensureDaemon starts zfs-fuse unless it runs (it daemonizes and stays).
+func ensureDaemon(ctx context.Context) error {
+	daemonMu.Lock()
+	defer daemonMu.Unlock()
+	if running() {
+		return nil
+	}
+	path, err := exec.LookPath("zfs-fuse")
+	if err != nil {
+		if _, kerr := os.Stat("/sys/module/zfs"); kerr == nil {
+			return nil // kernel ZFS
+		}
+		return fmt.Errorf("zfs: neither the zfs kernel module nor zfs-fuse is available (apt-get install zfs-fuse): %w", err)
+	}
+	cmd := exec.CommandContext(ctx, path)
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("start zfs-fuse: %w", err)
+	}
+	slog.Info("started zfs-fuse")
+	for range 100 {
+		if exec.CommandContext(ctx, "zpool", "list").Run() == nil {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return errors.New("zfs-fuse did not start answering in 10s")
+}
+
+func running() bool {
+	if _, err := os.Stat("/sys/module/zfs"); err == nil {
+		return true
+	}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		if b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "comm")); err == nil && strings.TrimSpace(string(b)) == "zfs-fuse" {
+			return true
+		}
+	}
+	return false
+}
+
+func run(ctx context.Context, name string, args ...string) error {
+	_, err := output(ctx, name, args...)
+	// zfs-fuse lets go of a dataset's files lazily: a rename, unmount or
+	// destroy just after its last use can answer "busy" for a moment.
+	for i := 0; err != nil && strings.Contains(err.Error(), "busy") && i < 40; i++ {
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(250 * time.Millisecond):
+		}
+		_, err = output(ctx, name, args...)
+	}
+	return err
+}
+
+func output(ctx context.Context, name string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("%s %s: %s: %w", name, strings.Join(args, " "), strings.TrimSpace(stderr.String()), err)
+	}
+	return string(out), nil
+}
+
+func exists(ctx context.Context, ds string) bool {
+	return exec.CommandContext(ctx, "zfs", "list", "-H", "-o", "name", ds).Run() == nil
+}
+
+// defaultPoolName is the zpool name of a Cell pool: its name and a hash of
+// the daemon's directory, so that two daemons on one host never clash.
+func defaultPoolName(p storage.Pool) string {
+	sum := sha256.Sum256([]byte(filepath.Dir(p.DisksDir)))
+	name := p.Name + "-" + hex.EncodeToString(sum[:])[:8]
+	for _, reserved := range []string{"mirror", "raidz", "spare", "log", "c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7", "c8", "c9"} {
+		if strings.HasPrefix(name, reserved) {
+			return "cell-" + name
+		}
+	}
+	return name
+}
+
+// Create makes a zfs pool: a new zpool on a loop file (no source) or on a
+// block device, or a pool inside an existing dataset (source=pool/dataset).
+func Create(ctx context.Context, p storage.Pool) (_ storage.Driver, _ map[string]string, err error) {
+	config := maps.Clone(p.Config)
+	if config == nil {
+		config = map[string]string{}
+	}
+	if err := ensureDaemon(ctx); err != nil {
+		return nil, nil, err
+	}
+	z := &ZFS{name: p.Name, dir: p.Dir, cfg: config}
+	var undo []func()
+	defer func() {
+		if err != nil {
+			for _, f := range slices.Backward(undo) {
+				f()
+			}
+		}
+	}()
+	source := config["source"]
+	if source != "" && config["size"] != "" {
+		return nil, nil, fmt.Errorf("%w: size is only for pools on a loop file (without source)", storage.ErrInvalidConfig)
+	}
+	switch {
+	case source == "" || strings.HasPrefix(source, "/"):
+		zp := config[PoolNameKey]
+		if zp == "" {
+			zp = defaultPoolName(p)
+		}
+		if strings.Contains(zp, "/") {
+			return nil, nil, fmt.Errorf("%w: %s %q must be a zpool name (no /) for a new zpool", storage.ErrInvalidConfig, PoolNameKey, zp)
+		}
+		if exists(ctx, zp) {
+			return nil, nil, fmt.Errorf("%w: a zpool named %q already exists: choose another %s", storage.ErrInvalidConfig, zp, PoolNameKey)
+		}
+		vdev := source
+		if source == "" {
+			if config["size"] == "" {
+				config["size"] = defaultSize
+			}
+			size, err := storage.ParseSize(config["size"])
+			if err != nil {
+				return nil, nil, fmt.Errorf("%w: size: %v", storage.ErrInvalidConfig, err)
+			}
+			if size < minSize {
+				return nil, nil, fmt.Errorf("%w: size %s is too small: a zfs pool needs at least 64MiB", storage.ErrInvalidConfig, config["size"])
+			}
+			vdev = filepath.Join(p.DisksDir, p.Name+".img")
+			if err := makeLoopFile(vdev, size); err != nil {
+				return nil, nil, err
+			}
+			undo = append(undo, func() { _ = os.Remove(vdev) })
+			config["source"] = vdev
+			z.file = vdev
+		} else if st, err := os.Stat(source); err != nil || st.Mode()&fs.ModeDevice == 0 || st.Mode()&fs.ModeCharDevice != 0 {
+			return nil, nil, fmt.Errorf("%w: source %s must be a block device or a dataset (pool/dataset)", storage.ErrInvalidConfig, source)
+		}
+		if err := run(ctx, "zpool", "create", "-m", "none", "-o", "cachefile=none", zp, vdev); err != nil {
+			return nil, nil, fmt.Errorf("create zpool: %w", err)
+		}
+		undo = append(undo, func() { _ = run(context.WithoutCancel(ctx), "zpool", "destroy", "-f", zp) })
+		config[PoolNameKey] = zp
+		z.root, z.zpool = zp, true
+	default:
+		if err := checkDatasetName(source); err != nil {
+			return nil, nil, fmt.Errorf("%w: source: %v", storage.ErrInvalidConfig, err)
+		}
+		if !exists(ctx, source) {
+			return nil, nil, fmt.Errorf("%w: source: dataset %q does not exist", storage.ErrInvalidConfig, source)
+		}
+		for _, sub := range []string{"containers", "images", "snapshots", "deleted"} {
+			if exists(ctx, source+"/"+sub) {
+				return nil, nil, fmt.Errorf("%w: source: dataset %q already holds %s/: it is not empty", storage.ErrInvalidConfig, source, sub)
+			}
+		}
+		config[PoolNameKey] = source
+		z.root = source
+		undo = append(undo, func() {
+			for _, sub := range []string{"containers", "images", "snapshots", "deleted"} {
+				_ = run(context.WithoutCancel(ctx), "zfs", "destroy", "-r", source+"/"+sub)
+			}
+		})
+	}
+	if err := os.MkdirAll(p.Dir, 0o711); err != nil {
+		return nil, nil, fmt.Errorf("create pool directory: %w", err)
+	}
+	undo = append(undo, func() { _ = removeDirs(p.Dir) })
+	if err := z.layout(ctx); err != nil {
+		return nil, nil, err
+	}
+	return z, config, nil
+}
+
+// layout makes the top datasets that are missing.
+func (z *ZFS) layout(ctx context.Context) error {
+	for _, sub := range []string{"containers", "images", "snapshots", "deleted"} {
+		ds := z.root + "/" + sub
+		if exists(ctx, ds) {
+			continue
+		}
+		mp := filepath.Join(z.dir, sub)
+		if sub == "deleted" {
+			mp = "none"
+		}
+		if err := run(ctx, "zfs", "create", "-o", "canmount=off", "-o", "mountpoint="+mp, ds); err != nil {
+			return fmt.Errorf("create pool layout: %w", err)
+		}
+	}
+	if !exists(ctx, z.root+"/deleted/images") {
+		if err := run(ctx, "zfs", "create", "-o", "canmount=off", z.root+"/deleted/images"); err != nil {
+			return fmt.Errorf("create pool layout: %w", err)
+		}
+	}
+	return nil
+}
+
+// Open opens an existing zfs pool: starts zfs-fuse if needed, imports the
+// zpool if it is not (after a reboot), mounts its datasets and removes the
+// temporary datasets a crash left.
+func Open(ctx context.Context, p storage.Pool) (storage.Driver, error) {
+	if err := ensureDaemon(ctx); err != nil {
+		return nil, err
+	}
+	config := maps.Clone(p.Config)
+	root := config[PoolNameKey]
+	if root == "" {
+		return nil, fmt.Errorf("zfs pool %s has no %s", p.Name, PoolNameKey)
+	}
+	source := config["source"]
+	// celld owns the zpool it made on a loop file or a device; a dataset
+	// given as source (even a whole zpool) stays the user's.
+	z := &ZFS{name: p.Name, root: root, dir: p.Dir, cfg: config, zpool: strings.HasPrefix(source, "/")}
+	if z.zpool {
+		if st, err := os.Stat(source); err == nil && st.Mode().IsRegular() {
+			z.file = source
+		}
+	}
+	zp, _, _ := strings.Cut(root, "/")
+	if err := run(ctx, "zpool", "list", "-H", "-o", "name", zp); err != nil {
+		args := []string{"import"}
+		if z.file != "" {
+			args = append(args, "-d", filepath.Dir(z.file))
+		}
+		if err := run(ctx, "zpool", append(args, "-o", "cachefile=none", zp)...); err != nil {
+			return nil, fmt.Errorf("import zpool %s: %w", zp, err)
+		}
+		slog.Info("imported zpool", "zpool", zp, "pool", p.Name)
+	}
+	if err := os.MkdirAll(p.Dir, 0o711); err != nil {
+		return nil, fmt.Errorf("create pool directory: %w", err)
+	}
+	if err := z.layout(ctx); err != nil {
+		return nil, err
+	}
+	list, err := output(ctx, "zfs", "list", "-H", "-o", "name,mounted,canmount,mountpoint", "-t", "filesystem", "-r", root)
+	if err != nil {
+		return nil, err
+	}
+	for _, line := range strings.Split(strings.TrimSpace(list), "\n") {
+		f := strings.Split(line, "\t")
+		if len(f) != 4 {
+			continue
+		}
+		if strings.HasSuffix(f[0], ".tmp") {
+			if err := run(ctx, "zfs", "destroy", "-r", f[0]); err != nil {
+				slog.Warn("remove leftover temporary dataset", "dataset", f[0], "err", err)
+			}
+			continue
+		}
+		if f[1] == "no" && f[2] == "on" && strings.HasPrefix(f[3], "/") {
+			if err := run(ctx, "zfs", "mount", f[0]); err != nil {
+				return nil, fmt.Errorf("mount dataset: %w", err)
+			}
+		}
+	}
+	return z, nil
+}
+
+func makeLoopFile(file string, size int64) error {
+	if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
+		return fmt.Errorf("create loop file: %w", err)
+	}
+	f, err := os.OpenFile(file, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("create loop file: %w", err)
+	}
+	err = f.Truncate(size)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		_ = os.Remove(file)
+		return fmt.Errorf("size loop file: %w", err)
+	}
+	return nil
+}
+
+// removeDirs removes the empty directories under dir (the mount points
+// zfs left), deepest first, and dir itself; a non-empty one stays.
+func removeDirs(dir string) error {
+	var dirs []string
+	_ = filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
+		if err == nil && e.IsDir() {
+			dirs = append(dirs, p)
+		}
+		return nil
+	})
+	var first error
+	for _, d := range slices.Backward(dirs) {
+		if err := os.Remove(d); err != nil && !errors.Is(err, os.ErrNotExist) && first == nil {
+			first = fmt.Errorf("remove %s: %w", d, err)
+		}
+	}
+	return first
+}
+
+func (z *ZFS) imageDS(fp string) string         { return z.root + "/images/" + fp }
+func (z *ZFS) instanceDS(name string) string    { return z.root + "/containers/" + name }
+func (z *ZFS) snapshotsDS(name string) string   { return z.root + "/snapshots/" + name }
+func (z *ZFS) snapDS(inst, snap string) string  { return z.snapshotsDS(inst) + "/" + snap }
+func (z *ZFS) zfsSnap(inst, snap string) string { return z.instanceDS(inst) + "@snapshot-" + snap }
+
+// Name implements storage.Driver.
+func (z *ZFS) Name() string { return "zfs" }
+
+// Dataset is the dataset of an instance volume.
+func (z *ZFS) Dataset(instance string) string { return z.instanceDS(instance) }
+
+// InstancePath implements storage.Driver.
+func (z *ZFS) InstancePath(name string) string { return filepath.Join(z.dir, "containers", name) }
+
+// SnapshotPath implements storage.Driver: the mount point of the
+// snapshot's read-only clone.
+func (z *ZFS) SnapshotPath(instance, snap string) string {
+	return filepath.Join(z.dir, "snapshots", instance, snap)
+}
+
+// HasImage implements storage.Driver.
+func (z *ZFS) HasImage(fp string) bool {
+	return exists(context.Background(), z.imageDS(fp)+"@readonly")
+}
+
+// CreateImage implements storage.Driver: the image is unpacked into a
+// temporary dataset, snapshotted as @readonly and renamed into place.
+func (z *ZFS) CreateImage(ctx context.Context, fp string, fill func(dir string) error) error {
+	final := z.imageDS(fp)
+	tmp := final + ".tmp"
+	if exists(ctx, tmp) {
+		if err := run(ctx, "zfs", "destroy", "-r", tmp); err != nil {
+			return fmt.Errorf("clear leftover %s: %w", tmp, err)
+		}
+	}
+	if err := run(ctx, "zfs", "create", tmp); err != nil {
+		return fmt.Errorf("create image dataset: %w", err)
+	}
+	err := func() error {
+		dir := filepath.Join(z.dir, "images", fp+".tmp")
+		if err := os.Chmod(dir, volumeMode); err != nil {
+			return fmt.Errorf("set volume mode: %w", err)
+		}
+		if err := fill(dir); err != nil {
+			return err
+		}
+		if err := run(ctx, "zfs", "snapshot", tmp+"@readonly"); err != nil {
+			return fmt.Errorf("snapshot image dataset: %w", err)
+		}
+		// Image volumes stay unmounted: instances are clones of @readonly.
+		if err := run(ctx, "zfs", "set", "readonly=on", tmp); err != nil {
+			return fmt.Errorf("make image dataset read-only: %w", err)
+		}
+		if err := run(ctx, "zfs", "set", "canmount=noauto", tmp); err != nil {
+			return err
+		}
+		if err := unmount(ctx, tmp); err != nil {
+			return err
+		}
+		return run(ctx, "zfs", "rename", tmp, final)
+	}()
+	if err != nil {
+		_ = run(context.WithoutCancel(ctx), "zfs", "destroy", "-r", tmp)
+		return err
+	}
+	return nil
+}
+
+// clones lists the datasets whose origin is snapshot (zfs-fuse has no
+// `clones` property).
+func (z *ZFS) clones(ctx context.Context, snapshot string) ([]string, error) {
+	out, err := output(ctx, "zfs", "list", "-H", "-o", "name,origin", "-t", "filesystem", "-r", z.root)
+	if err != nil {
+		return nil, err
+	}
+	var list []string
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if name, origin, ok := strings.Cut(line, "\t"); ok && origin == snapshot {
+			list = append(list, name)
+		}
+	}
+	return list, nil
+}
+
+// DeleteImage implements storage.Driver. An image volume that instances
+// are still cloned from cannot be destroyed: as LXD does, it moves to
+// R/deleted/images and is destroyed when its last clone is.
+func (z *ZFS) DeleteImage(ctx context.Context, fp string) error {
+	ds := z.imageDS(fp)
+	if !exists(ctx, ds) {
+		return nil
+	}
+	users, err := z.clones(ctx, ds+"@readonly")
+	if err != nil {
+		return err
+	}
+	if len(users) == 0 {
+		return destroy(ctx, ds)
+	}
+	moved := fmt.Sprintf("%s/deleted/images/%s-%d", z.root, fp, time.Now().UnixNano())
+	if err := run(ctx, "zfs", "rename", ds, moved); err != nil {
+		return fmt.Errorf("move image volume in use aside: %w", err)
+	}
+	slog.Info("image volume still has clones: kept until the last one is deleted", "image", fp, "dataset", moved)
+	return nil
+}
+
+// unmount unmounts a dataset (run retries while zfs-fuse says busy).
+func unmount(ctx context.Context, ds string) error {
+	err := run(ctx, "zfs", "umount", ds)
+	if err == nil || strings.Contains(err.Error(), "not currently mounted") {
+		return nil
+	}
+	return fmt.Errorf("unmount dataset: %w", err)
+}
+
+func destroy(ctx context.Context, ds string) error {
+	if !exists(ctx, ds) {
+		return nil
+	}
+	// zfs-fuse answers "busy" to destroying a mounted dataset: unmount
+	// the tree first, deepest first.
+	out, err := output(ctx, "zfs", "list", "-H", "-o", "name,mounted", "-t", "filesystem", "-r", ds)
+	if err != nil {
+		return err
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	for _, line := range slices.Backward(lines) {
+		if name, mounted, _ := strings.Cut(line, "\t"); mounted == "yes" {
+			if err := unmount(ctx, name); err != nil {
+				return err
+			}
+		}
+	}
+	if err := run(ctx, "zfs", "destroy", "-r", ds); err != nil {
+		return fmt.Errorf("destroy dataset: %w", err)
+	}
+	return nil
+}
+
+// CreateInstanceFromImage implements storage.Driver: a clone of the image
+// volume's snapshot, which shares every block with it.
+func (z *ZFS) CreateInstanceFromImage(ctx context.Context, name, fp string) error {
+	if err := run(ctx, "zfs", "clone", z.imageDS(fp)+"@readonly", z.instanceDS(name)); err != nil {
+		return fmt.Errorf("clone image volume: %w", err)
+	}
+	return nil
+}
+
+// CreateInstanceEmpty implements storage.Driver.
+func (z *ZFS) CreateInstanceEmpty(ctx context.Context, name string) error {
+	ds := z.instanceDS(name)
+	if err := run(ctx, "zfs", "create", ds); err != nil {
+		return fmt.Errorf("create instance dataset: %w", err)
+	}
+	dir := z.InstancePath(name)
+	if err := os.Chmod(dir, volumeMode); err != nil {
+		_ = destroy(context.WithoutCancel(ctx), ds)
+		return fmt.Errorf("set volume mode: %w", err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "rootfs"), 0o755); err != nil {
+		_ = destroy(context.WithoutCancel(ctx), ds)
+		return fmt.Errorf("create rootfs: %w", err)
+	}
+	return nil
+}
+
+// DeleteInstance implements storage.Driver: the snapshots' clones, the
+// volume with its snapshots, then the deleted image it was cloned from
+// if it was that image's last clone.
+func (z *ZFS) DeleteInstance(ctx context.Context, name string) error {
+	ds := z.instanceDS(name)
+	origin := ""
+	if exists(ctx, ds) {
+		out, err := output(ctx, "zfs", "get", "-H", "-o", "value", "origin", ds)
+		if err != nil {
+			return err
+		}
+		origin = strings.TrimSpace(out)
+	}
+	if err := destroy(ctx, z.snapshotsDS(name)); err != nil {
+		return err
+	}
+	if err := destroy(ctx, ds); err != nil {
+		return err
+	}
+	_ = os.Remove(z.InstancePath(name))
+	_ = removeDirs(filepath.Join(z.dir, "snapshots", name))
+	if image, _, ok := strings.Cut(origin, "@"); ok && strings.HasPrefix(image, z.root+"/deleted/") {
+		users, err := z.clones(ctx, origin)
+		if err == nil && len(users) == 0 {
+			if err := destroy(ctx, image); err != nil {
+				slog.Warn("destroy deleted image volume", "dataset", image, "err", err)
+			}
+		}
+	}
+	return nil
+}
+
+// RenameInstance implements storage.Driver: its snapshots move first.
+func (z *ZFS) RenameInstance(ctx context.Context, oldName, newName string) error {
+	if exists(ctx, z.snapshotsDS(oldName)) {
+		if err := run(ctx, "zfs", "rename", z.snapshotsDS(oldName), z.snapshotsDS(newName)); err != nil {
+			return fmt.Errorf("rename snapshots: %w", err)
+		}
+	}
+	if err := run(ctx, "zfs", "rename", z.instanceDS(oldName), z.instanceDS(newName)); err != nil {
+		return fmt.Errorf("rename volume: %w", err)
+	}
+	_ = os.Remove(z.InstancePath(oldName))
+	return nil
+}
+
+// Instances implements storage.Driver.
+func (z *ZFS) Instances() ([]string, error) {
+	return z.children(context.Background(), z.root+"/containers")
+}
+
+// children lists the direct child filesystems of ds by their last name.
+func (z *ZFS) children(ctx context.Context, ds string) ([]string, error) {
+	out, err := output(ctx, "zfs", "list", "-H", "-o", "name", "-t", "filesystem", "-r", ds)
+	if err != nil {
+		return nil, err
+	}
+	names := []string{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		rest, ok := strings.CutPrefix(line, ds+"/")
+		if ok && !strings.Contains(rest, "/") && !strings.HasSuffix(rest, ".tmp") {
+			names = append(names, rest)
+		}
+	}
+	return names, nil
+}
+
+// CreateSnapshot implements storage.Driver: a zfs snapshot, exposed at
+// SnapshotPath as a read-only clone (zfs-fuse has no .zfs directory).
+func (z *ZFS) CreateSnapshot(ctx context.Context, instance, snap string) error {
+	if !exists(ctx, z.snapshotsDS(instance)) {
+		if err := run(ctx, "zfs", "create", "-o", "canmount=off", z.snapshotsDS(instance)); err != nil {
+			return fmt.Errorf("create snapshots dataset: %w", err)
+		}
+	}
+	zs := z.zfsSnap(instance, snap)
+	if err := run(ctx, "zfs", "snapshot", zs); err != nil {
+		return fmt.Errorf("snapshot instance volume: %w", err)
+	}
+	if err := run(ctx, "zfs", "clone", "-o", "readonly=on", zs, z.snapDS(instance, snap)); err != nil {
+		_ = run(context.WithoutCancel(ctx), "zfs", "destroy", zs)
+		return fmt.Errorf("expose snapshot: %w", err)
+	}
+	return nil
+}
+
+// DeleteSnapshot implements storage.Driver.
+func (z *ZFS) DeleteSnapshot(ctx context.Context, instance, snap string) error {
+	if err := destroy(ctx, z.snapDS(instance, snap)); err != nil {
+		return err
+	}
+	_ = os.Remove(z.SnapshotPath(instance, snap))
+	zs := z.zfsSnap(instance, snap)
+	if !exists(ctx, zs) {
+		return nil
+	}
+	if err := run(ctx, "zfs", "destroy", zs); err != nil {
+		return fmt.Errorf("destroy snapshot: %w", err)
+	}
+	return nil
+}
+
+// RenameSnapshot implements storage.Driver.
+func (z *ZFS) RenameSnapshot(ctx context.Context, instance, oldName, newName string) error {
+	if err := run(ctx, "zfs", "rename", z.zfsSnap(instance, oldName), z.zfsSnap(instance, newName)); err != nil {
+		return fmt.Errorf("rename snapshot: %w", err)
+	}
+	if exists(ctx, z.snapDS(instance, oldName)) {
+		if err := run(ctx, "zfs", "rename", z.snapDS(instance, oldName), z.snapDS(instance, newName)); err != nil {
+			return fmt.Errorf("rename snapshot: %w", err)
+		}
+		_ = os.Remove(z.SnapshotPath(instance, oldName))
+	}
+	return nil
+}
+
+// newer lists the snapshots of an instance taken after snap, oldest first.
+func (z *ZFS) newer(ctx context.Context, instance, snap string) ([]string, error) {
+	ds := z.instanceDS(instance)
+	out, err := output(ctx, "zfs", "list", "-H", "-o", "name", "-t", "snapshot", "-s", "creation", "-r", ds)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	found := false
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		s, ok := strings.CutPrefix(line, ds+"@snapshot-")
+		if !ok {
+			continue
+		}
+		if found {
+			names = append(names, s)
+		}
+		if s == snap {
+			found = true
+		}
+	}
+	if !found {
+		return nil, fmt.Errorf("snapshot %s/%s not found on pool %s", instance, snap, z.name)
+	}
+	return names, nil
+}
+
+// CheckRestore implements storage.RestoreChecker: ZFS rolls back only to
+// the latest snapshot; restoring an older one removes the newer ones,
+// which is allowed only with volume.zfs.remove_snapshots=true (as LXD).
+func (z *ZFS) CheckRestore(ctx context.Context, instance, snap string) ([]string, error) {
+	newer, err := z.newer(ctx, instance, snap)
+	if err != nil || len(newer) == 0 {
+		return nil, err
+	}
+	z.mu.Lock()
+	allowed, _ := strconv.ParseBool(z.cfg[RemoveSnapshotsKey])
+	z.mu.Unlock()
+	if !allowed {
+		return nil, fmt.Errorf("%w: snapshot %q is not the latest snapshot of %q (newer: %s); ZFS can only restore the latest snapshot. "+
+			"Restoring it removes the newer snapshots: allow that with zfs.remove_snapshots, set on the pool as %s=true (c storage set %s %s true)",
+			storage.ErrInvalidConfig, snap, instance, strings.Join(newer, ", "), RemoveSnapshotsKey, z.name, RemoveSnapshotsKey)
+	}
+	return newer, nil
+}
+
+// RestoreSnapshot implements storage.Driver: `zfs rollback`, atomic. To an
+// older snapshot (when CheckRestore allows it) the newer snapshots and
+// their clones are destroyed first.
+func (z *ZFS) RestoreSnapshot(ctx context.Context, instance, snap string) error {
+	newer, err := z.CheckRestore(ctx, instance, snap)
+	if err != nil {
+		return err
+	}
+	for _, s := range newer {
+		if err := z.DeleteSnapshot(ctx, instance, s); err != nil {
+			return err
+		}
+	}
+	if err := run(ctx, "zfs", "rollback", z.zfsSnap(instance, snap)); err != nil {
+		return fmt.Errorf("roll back to snapshot: %w", err)
+	}
+	return nil
+}
+
+// Usage implements storage.Driver: space from zfs (inodes are not
+// counted by ZFS: 0).
+func (z *ZFS) Usage() (storage.Usage, error) {
+	out, err := output(context.Background(), "zfs", "get", "-H", "-p", "-o", "value", "used,available", z.root)
+	if err != nil {
+		return storage.Usage{}, err
+	}
+	f := strings.Fields(out)
+	if len(f) != 2 {
+		return storage.Usage{}, fmt.Errorf("zfs get used,available %s: unexpected %q", z.root, out)
+	}
+	used, err1 := strconv.ParseUint(f[0], 10, 64)
+	avail, err2 := strconv.ParseUint(f[1], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return storage.Usage{}, fmt.Errorf("zfs usage of %s: %w", z.root, err)
+	}
+	return storage.Usage{SpaceUsed: used, SpaceTotal: used + avail}, nil
+}
+
+// Update implements storage.Driver.
+func (z *ZFS) Update(_ context.Context, config map[string]string) error {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	z.cfg = maps.Clone(config)
+	return nil
+}
+
+// Delete implements storage.Driver: the zpool celld made is destroyed and
+// its loop file removed; in a user's dataset, only what the pool made.
+func (z *ZFS) Delete(ctx context.Context) error {
+	if z.zpool {
+		if err := run(ctx, "zpool", "destroy", z.root); err != nil {
+			return fmt.Errorf("destroy zpool: %w", err)
+		}
+	} else {
+		for _, sub := range []string{"containers", "images", "snapshots", "deleted"} {
+			if err := destroy(ctx, z.root+"/"+sub); err != nil {
+				return err
+			}
+		}
+	}
+	if err := removeDirs(z.dir); err != nil {
+		return err
+	}
+	if z.file != "" {
+		if err := os.Remove(z.file); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove loop file: %w", err)
+		}
+	}
+	return nil
+}
+
+// sendRecv copies snapshot into a new dataset target with zfs send | zfs
+// recv (a full, independent copy: no clone ties target to the source).
+func sendRecv(ctx context.Context, snapshot, target string) error {
+	send := exec.CommandContext(ctx, "zfs", "send", snapshot)
+	recv := exec.CommandContext(ctx, "zfs", "recv", target)
+	var sendErr, recvErr strings.Builder
+	send.Stderr, recv.Stderr = &sendErr, &recvErr
+	pipe, err := send.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	recv.Stdin = pipe
+	if err := send.Start(); err != nil {
+		return fmt.Errorf("zfs send: %w", err)
+	}
+	rerr := recv.Run()
+	serr := send.Wait()
+	if serr != nil || rerr != nil {
+		return fmt.Errorf("zfs send %s | zfs recv %s: %s %s: %w", snapshot, target,
+			strings.TrimSpace(sendErr.String()), strings.TrimSpace(recvErr.String()), errors.Join(serr, rerr))
+	}
+	return nil
+}
+
+// copyFrom makes instance volume dst from snapshot snap (DS@NAME): received
+// under a temporary name, stripped of the transferred snapshot, renamed.
+func (z *ZFS) copyFrom(ctx context.Context, snap, dst string) error {
+	final := z.instanceDS(dst)
+	if exists(ctx, final) {
+		return fmt.Errorf("volume %s already exists", final)
+	}
+	tmp := final + ".tmp"
+	if err := destroy(ctx, tmp); err != nil {
+		return err
+	}
+	_, name, _ := strings.Cut(snap, "@")
+	err := sendRecv(ctx, snap, tmp)
+	if err == nil {
+		err = run(ctx, "zfs", "destroy", tmp+"@"+name)
+	}
+	if err == nil {
+		err = run(ctx, "zfs", "rename", tmp, final)
+	}
+	if err != nil {
+		_ = destroy(context.WithoutCancel(ctx), tmp)
+		return fmt.Errorf("copy volume: %w", err)
+	}
+	return nil
+}
+
+// CopyInstance implements storage.Driver: a temporary snapshot of src,
+// sent to dst.
+func (z *ZFS) CopyInstance(ctx context.Context, src, dst string) error {
+	snap := fmt.Sprintf("%s@copy-%d", z.instanceDS(src), time.Now().UnixNano())
+	if err := run(ctx, "zfs", "snapshot", snap); err != nil {
+		return fmt.Errorf("snapshot source volume: %w", err)
+	}
+	defer func() { _ = run(context.WithoutCancel(ctx), "zfs", "destroy", snap) }()
+	return z.copyFrom(ctx, snap, dst)
+}
+
+// CopySnapshotToInstance implements storage.Driver.
+func (z *ZFS) CopySnapshotToInstance(ctx context.Context, inst, snap, dst string) error {
+	return z.copyFrom(ctx, z.zfsSnap(inst, snap), dst)
+}
+
+// CopySnapshot implements storage.Driver. Not supported: a zfs snapshot
+// of the new volume cannot be made from another volume's snapshot.
+func (z *ZFS) CopySnapshot(_ context.Context, srcInst, snap, dstInst string) error {
+	return fmt.Errorf("%w: copying snapshot %s/%s to %s is not supported on zfs pools yet: copy with --instance-only",
+		storage.ErrInvalidConfig, srcInst, snap, dstInst)
+}
+
+// RefreshInstance implements storage.Driver. Not supported yet on zfs.
+func (z *ZFS) RefreshInstance(_ context.Context, src, dst string) error {
+	return fmt.Errorf("%w: refreshing %s from %s is not supported on zfs pools yet", storage.ErrInvalidConfig, dst, src)
+}
