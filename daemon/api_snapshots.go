@@ -16,6 +16,7 @@ import (
 	"cell/daemon/liblxc"
 	"cell/daemon/operations"
 	"cell/shared/api"
+	"cell/snapshots"
 	"cell/storage"
 )
 
@@ -133,15 +134,8 @@ func (d *Daemon) getInstanceSnapshot(w http.ResponseWriter, r *http.Request) err
 
 // nextSnapshotName is the first snapN not taken.
 func nextSnapshotName(taken []string) string {
-	used := map[string]bool{}
-	for _, n := range taken {
-		used[n] = true
-	}
-	for i := 0; ; i++ {
-		if n := fmt.Sprintf("snap%d", i); !used[n] {
-			return n
-		}
-	}
+	name, _ := snapshots.Name(snapshots.DefaultPattern, time.Time{}, taken)
+	return name
 }
 
 func (d *Daemon) createInstanceSnapshot(w http.ResponseWriter, r *http.Request) error {
@@ -157,59 +151,80 @@ func (d *Daemon) createInstanceSnapshot(w http.ResponseWriter, r *http.Request) 
 	if err != nil {
 		return err
 	}
-	if req.Name == "" {
-		taken, err := d.db.SnapshotNames(ctx, inst.ID)
-		if err != nil {
-			return err
-		}
-		req.Name = nextSnapshotName(taken)
-	}
-	if err := validateSnapshotName(req.Name); err != nil {
-		return badRequest("%v", err)
-	}
-	pool, err := d.pool(inst.Pool)
+	op, err := d.startSnapshot(ctx, inst, req.Name, req.ExpiresAt)
 	if err != nil {
 		return err
 	}
-	row := db.Snapshot{
-		InstanceID: inst.ID, Name: req.Name, Description: inst.Description, Architecture: inst.Architecture,
-		Ephemeral: inst.Ephemeral, Config: inst.Config, Devices: inst.Devices, Profiles: inst.Profiles,
-		CreatedAt: time.Now().UTC(),
+	return asyncResponse(w, op)
+}
+
+// startSnapshot starts the operation that snapshots an instance, for the
+// API and for the scheduled task. An empty name is made from
+// snapshots.pattern; a nil expiresAt comes from snapshots.expiry (a zero
+// one is "never", as LXD's --no-expiry sends).
+func (d *Daemon) startSnapshot(ctx context.Context, inst *instance, name string, expiresAt *time.Time) (*operations.Operation, error) {
+	now := time.Now().UTC()
+	if name == "" {
+		taken, err := d.db.SnapshotNames(ctx, inst.ID)
+		if err != nil {
+			return nil, err
+		}
+		name, err = snapshots.Name(inst.expandedConfig["snapshots.pattern"], now, taken)
+		if err != nil {
+			return nil, badRequest("snapshots.pattern: %v", err)
+		}
 	}
-	if req.ExpiresAt != nil {
-		row.ExpiresAt = req.ExpiresAt.UTC()
+	if err := validateSnapshotName(name); err != nil {
+		return nil, badRequest("%v", err)
+	}
+	pool, err := d.pool(inst.Pool)
+	if err != nil {
+		return nil, err
+	}
+	row := db.Snapshot{
+		InstanceID: inst.ID, Name: name, Description: inst.Description, Architecture: inst.Architecture,
+		Ephemeral: inst.Ephemeral, Config: inst.Config, Devices: inst.Devices, Profiles: inst.Profiles,
+		CreatedAt: now,
+	}
+	if expiresAt != nil {
+		row.ExpiresAt = expiresAt.UTC()
+	} else {
+		exp, err := snapshots.ParseExpiry(inst.expandedConfig["snapshots.expiry"])
+		if err != nil {
+			return nil, badRequest("snapshots.expiry: %v", err)
+		}
+		row.ExpiresAt = exp.From(now)
 	}
 	// The row exists, hidden, before anything is made on disk: a name
 	// clash is refused here, and a crash from now on is cleaned up at the
 	// next start.
 	id, err := d.db.CreateSnapshot(ctx, row)
 	if errors.Is(err, db.ErrExists) {
-		return conflict("instance %q already has a snapshot named %q", inst.Name, req.Name)
+		return nil, conflict("instance %q already has a snapshot named %q", inst.Name, name)
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
-	op := d.ops.Start(ctx, operations.Spec{
+	return d.ops.Start(ctx, operations.Spec{
 		Description: "Snapshotting instance",
-		Resources:   snapshotResources(inst.Name, req.Name),
+		Resources:   snapshotResources(inst.Name, name),
 		Run: func(ctx context.Context, op *operations.Operation) error {
 			unlock := d.locks.Lock("instance/" + inst.Name)
 			defer unlock()
-			err := pool.CreateSnapshot(ctx, inst.Name, req.Name)
+			err := pool.CreateSnapshot(ctx, inst.Name, name)
 			if err == nil {
 				err = d.db.SetSnapshotReady(ctx, id, true)
 			}
 			if err != nil {
-				slog.Error("create snapshot", "instance", inst.Name, "snapshot", req.Name, "err", err)
-				_ = pool.DeleteSnapshot(context.WithoutCancel(ctx), inst.Name, req.Name)
+				slog.Error("create snapshot", "instance", inst.Name, "snapshot", name, "err", err)
+				_ = pool.DeleteSnapshot(context.WithoutCancel(ctx), inst.Name, name)
 				_ = d.db.DeleteSnapshot(context.WithoutCancel(ctx), id)
 				return err
 			}
-			d.events.Lifecycle("instance-snapshot-created", snapshotURL(inst.Name, req.Name), nil)
+			d.events.Lifecycle("instance-snapshot-created", snapshotURL(inst.Name, name), nil)
 			return nil
 		},
-	})
-	return asyncResponse(w, op)
+	}), nil
 }
 
 func (d *Daemon) deleteInstanceSnapshot(w http.ResponseWriter, r *http.Request) error {
@@ -218,11 +233,21 @@ func (d *Daemon) deleteInstanceSnapshot(w http.ResponseWriter, r *http.Request) 
 	if err != nil {
 		return err
 	}
-	pool, err := d.pool(inst.Pool)
+	op, err := d.startDeleteSnapshot(ctx, inst, s)
 	if err != nil {
 		return err
 	}
-	op := d.ops.Start(ctx, operations.Spec{
+	return asyncResponse(w, op)
+}
+
+// startDeleteSnapshot starts the operation that deletes a snapshot, for
+// the API and for the expiry task.
+func (d *Daemon) startDeleteSnapshot(ctx context.Context, inst *instance, s db.Snapshot) (*operations.Operation, error) {
+	pool, err := d.pool(inst.Pool)
+	if err != nil {
+		return nil, err
+	}
+	return d.ops.Start(ctx, operations.Spec{
 		Description: "Deleting snapshot",
 		Resources:   snapshotResources(inst.Name, s.Name),
 		Run: func(ctx context.Context, op *operations.Operation) error {
@@ -241,8 +266,7 @@ func (d *Daemon) deleteInstanceSnapshot(w http.ResponseWriter, r *http.Request) 
 			d.events.Lifecycle("instance-snapshot-deleted", snapshotURL(inst.Name, s.Name), nil)
 			return nil
 		},
-	})
-	return asyncResponse(w, op)
+	}), nil
 }
 
 // postInstanceSnapshot renames a snapshot.
@@ -365,6 +389,11 @@ func (d *Daemon) restoreInstance(w http.ResponseWriter, r *http.Request, inst *i
 	if err != nil {
 		return err
 	}
+	if rc, ok := pool.(storage.RestoreChecker); ok {
+		if _, err := rc.CheckRestore(ctx, inst.Name, s.Name); err != nil {
+			return poolError(err)
+		}
+	}
 	op := d.ops.Start(ctx, operations.Spec{
 		Description: "Restoring snapshot",
 		Resources:   snapshotResources(inst.Name, s.Name),
@@ -402,8 +431,22 @@ func (d *Daemon) restoreLocked(ctx context.Context, inst *instance, s db.Snapsho
 	if err != nil {
 		return err
 	}
+	var removed []string
+	if rc, ok := pool.(storage.RestoreChecker); ok {
+		if removed, err = rc.CheckRestore(ctx, inst.Name, s.Name); err != nil {
+			return err
+		}
+	}
 	if err := pool.RestoreSnapshot(ctx, inst.Name, s.Name); err != nil {
 		return err
+	}
+	// A zfs restore to an older snapshot removed the newer ones.
+	for _, name := range removed {
+		if gone, err := d.db.Snapshot(ctx, inst.ID, name); err == nil {
+			if err := d.db.DeleteSnapshot(ctx, gone.ID); err != nil {
+				return err
+			}
+		}
 	}
 	row := cur
 	row.Architecture, row.Ephemeral, row.Description = s.Architecture, s.Ephemeral, s.Description

@@ -19,7 +19,7 @@ import (
 
 // localPoolKeys are the pool keys that belong to this host (a loop file's
 // path, a device): kept in the database's host-local table.
-var localPoolKeys = map[string]bool{"source": true, "size": true}
+var localPoolKeys = map[string]bool{"source": true, "size": true, "zfs.pool_name": true}
 
 // poolConfig is a pool's whole config: shared and host-local keys.
 func poolConfig(p db.StoragePool) map[string]string {

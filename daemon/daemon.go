@@ -24,6 +24,7 @@ import (
 	"cell/images"
 	"cell/shared/idmap"
 	"cell/storage"
+	"cell/zfs"
 )
 
 // Version is celld's version, reported as server_version.
@@ -63,6 +64,9 @@ type Options struct {
 // New opens the daemon's state in dir (creating it on first start),
 // reconciles it with what is on disk after a crash, and returns a daemon
 // ready to Serve.
+// The zfs driver lives in its own package (storage must not import it).
+func init() { zfs.Register() }
+
 func New(ctx context.Context, opts Options) (*Daemon, error) {
 	if err := os.MkdirAll(opts.Dir, 0o711); err != nil {
 		return nil, fmt.Errorf("create %s: %w", opts.Dir, err)
@@ -249,6 +253,7 @@ func (d *Daemon) Serve() error {
 	d.listener = l
 	d.server = &http.Server{Handler: d.router(), ReadHeaderTimeout: 30 * time.Second}
 	go d.autostart(d.ctx)
+	go d.snapshotTask(d.ctx)
 	slog.Info("celld ready", "dir", d.dir, "socket", path)
 	err = d.server.Serve(l)
 	if errors.Is(err, http.ErrServerClosed) {

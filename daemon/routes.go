@@ -28,6 +28,9 @@ var apiExtensions = []string{
 	"instances",
 	"snapshot_expiry",
 	"snapshot_expiry_creation",
+	// Local copy: --instance-only and --refresh.
+	"container_only_migration",
+	"container_incremental_copy",
 }
 
 func (d *Daemon) router() http.Handler {

@@ -579,3 +579,66 @@ func (b *Btrfs) Delete(ctx context.Context) error {
 	}
 	return nil
 }
+
+// CopyInstance implements Driver: a writable snapshot of src's subvolume,
+// which shares every block with it and appears whole or not at all.
+func (b *Btrfs) CopyInstance(ctx context.Context, src, dst string) error {
+	return b.snapshotVolume(ctx, b.InstancePath(src), b.InstancePath(dst), false)
+}
+
+// CopySnapshotToInstance implements Driver: a writable snapshot of the
+// read-only snapshot.
+func (b *Btrfs) CopySnapshotToInstance(ctx context.Context, inst, snap, dst string) error {
+	return b.snapshotVolume(ctx, b.SnapshotPath(inst, snap), b.InstancePath(dst), false)
+}
+
+// CopySnapshot implements Driver: a read-only snapshot of the snapshot.
+func (b *Btrfs) CopySnapshot(ctx context.Context, srcInst, snap, dstInst string) error {
+	if err := os.MkdirAll(b.snapshotsDir(dstInst), volumeMode); err != nil {
+		return fmt.Errorf("create snapshots dir: %w", err)
+	}
+	return b.snapshotVolume(ctx, b.SnapshotPath(srcInst, snap), b.SnapshotPath(dstInst, snap), true)
+}
+
+func (b *Btrfs) snapshotVolume(ctx context.Context, src, dst string, readOnly bool) error {
+	if _, err := os.Stat(src); err != nil {
+		return fmt.Errorf("source volume: %w", err)
+	}
+	if _, err := os.Lstat(dst); err == nil {
+		return fmt.Errorf("volume %s already exists", dst)
+	}
+	args := []string{"subvolume", "snapshot"}
+	if readOnly {
+		args = append(args, "-r")
+	}
+	if err := run(ctx, "btrfs", append(args, src, dst)...); err != nil {
+		return fmt.Errorf("snapshot volume: %w", err)
+	}
+	return nil
+}
+
+// RefreshInstance implements Driver: a new writable snapshot of src is
+// made next to dst, swapped with it in one step, and the old subvolume
+// deleted.
+func (b *Btrfs) RefreshInstance(ctx context.Context, src, dst string) error {
+	from := b.InstancePath(src)
+	if _, err := os.Stat(from); err != nil {
+		return fmt.Errorf("instance volume %s: %w", src, err)
+	}
+	vol := b.InstancePath(dst)
+	tmp := restorePath(vol)
+	if err := deleteSubvolumeTree(ctx, tmp); err != nil {
+		return fmt.Errorf("clear leftover %s: %w", tmp, err)
+	}
+	if err := run(ctx, "btrfs", "subvolume", "snapshot", from, tmp); err != nil {
+		return fmt.Errorf("snapshot instance volume: %w", err)
+	}
+	if err := exchange(tmp, vol); err != nil {
+		_ = deleteSubvolumeTree(context.WithoutCancel(ctx), tmp)
+		return err
+	}
+	if err := deleteSubvolumeTree(ctx, tmp); err != nil {
+		slog.Warn("remove replaced volume", "path", tmp, "err", err)
+	}
+	return nil
+}

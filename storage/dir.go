@@ -344,3 +344,64 @@ func renameSnapshotsDir(oldDir, newDir string) error {
 	}
 	return nil
 }
+
+// CopyInstance implements Driver: a full copy (reflinked where the
+// filesystem can), built under a temporary name.
+func (d *Dir) CopyInstance(ctx context.Context, src, dst string) error {
+	return d.copyVolume(ctx, d.InstancePath(src), d.InstancePath(dst))
+}
+
+// CopySnapshotToInstance implements Driver.
+func (d *Dir) CopySnapshotToInstance(ctx context.Context, inst, snap, dst string) error {
+	return d.copyVolume(ctx, d.SnapshotPath(inst, snap), d.InstancePath(dst))
+}
+
+// CopySnapshot implements Driver.
+func (d *Dir) CopySnapshot(ctx context.Context, srcInst, snap, dstInst string) error {
+	if err := os.MkdirAll(d.snapshotsDir(dstInst), volumeMode); err != nil {
+		return fmt.Errorf("create snapshots dir: %w", err)
+	}
+	return d.copyVolume(ctx, d.SnapshotPath(srcInst, snap), d.SnapshotPath(dstInst, snap))
+}
+
+func (d *Dir) copyVolume(ctx context.Context, src, dst string) error {
+	if _, err := os.Stat(src); err != nil {
+		return fmt.Errorf("source volume: %w", err)
+	}
+	if _, err := os.Lstat(dst); err == nil {
+		return fmt.Errorf("volume %s already exists", dst)
+	}
+	return buildAtomically(dst, func(tmp string) error {
+		return copyTree(ctx, src, tmp)
+	})
+}
+
+// RefreshInstance implements Driver: a copy of src is built next to dst,
+// swapped with it in one step, and the old content removed (as a restore).
+func (d *Dir) RefreshInstance(ctx context.Context, src, dst string) error {
+	from := d.InstancePath(src)
+	if _, err := os.Stat(from); err != nil {
+		return fmt.Errorf("instance volume %s: %w", src, err)
+	}
+	vol := d.InstancePath(dst)
+	tmp := restorePath(vol)
+	if err := os.RemoveAll(tmp); err != nil {
+		return fmt.Errorf("clear leftover %s: %w", tmp, err)
+	}
+	if err := copyTree(ctx, from, tmp); err != nil {
+		_ = os.RemoveAll(tmp)
+		return err
+	}
+	if err := os.Chmod(tmp, volumeMode); err != nil {
+		_ = os.RemoveAll(tmp)
+		return fmt.Errorf("set volume mode: %w", err)
+	}
+	if err := exchange(tmp, vol); err != nil {
+		_ = os.RemoveAll(tmp)
+		return err
+	}
+	if err := os.RemoveAll(tmp); err != nil {
+		slog.Warn("remove replaced volume", "path", tmp, "err", err)
+	}
+	return nil
+}

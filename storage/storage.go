@@ -64,6 +64,25 @@ type Driver interface {
 	RestoreSnapshot(ctx context.Context, instance, snap string) error
 	// SnapshotPath is where a snapshot is on the host.
 	SnapshotPath(instance, snap string) string
+	// CopyInstance makes instance volume dst as a copy of instance
+	// volume src (which may be in use: a running instance is copied as it
+	// is). Only the volume: src's snapshots are not copied. As cheap as
+	// the driver can (btrfs: writable snapshot; zfs: clone or send).
+	// Either the whole volume exists afterwards or nothing does.
+	CopyInstance(ctx context.Context, src, dst string) error
+	// CopySnapshotToInstance makes instance volume dst as a writable copy
+	// of snapshot snap of instance inst. All or nothing, as CopyInstance.
+	CopySnapshotToInstance(ctx context.Context, inst, snap, dst string) error
+	// CopySnapshot makes snapshot snap of instance dstInst as a copy of
+	// snapshot snap of instance srcInst (copying an instance with its
+	// snapshots; dstInst's volume already exists). All or nothing.
+	CopySnapshot(ctx context.Context, srcInst, snap, dstInst string) error
+	// RefreshInstance replaces the content of instance volume dst by that
+	// of instance volume src (both exist; snapshots untouched). A failure
+	// or a crash leaves dst with its old content or src's, never a mix
+	// (dir: a copy built next to dst and swapped in; btrfs: a new
+	// snapshot of src swapped in).
+	RefreshInstance(ctx context.Context, src, dst string) error
 	// Usage reports the space and inodes of the pool's filesystem.
 	Usage() (Usage, error)
 	// Update applies config keys that changed on an open pool (only those
@@ -122,6 +141,41 @@ var keys = map[string]map[string]bool{
 	"btrfs": {"source": false, "size": false, "btrfs.mount_options": true},
 }
 
+// Registration is a driver implemented outside this package (zfs), which
+// the daemon registers at start: storage must not import it.
+type Registration struct {
+	// Keys lists the driver's config keys; true marks those that may
+	// change after the pool is created.
+	Keys map[string]bool
+	// Validate checks one key's value (nil: any value).
+	Validate func(key, value string) error
+	// Create and Open are as the package's Create and Open.
+	Create func(ctx context.Context, p Pool) (Driver, map[string]string, error)
+	Open   func(ctx context.Context, p Pool) (Driver, error)
+}
+
+var registered = map[string]Registration{}
+
+// Register adds a driver implemented in another package. Call it before
+// any pool is opened (from the daemon's start); a second registration of
+// the same name replaces the first.
+func Register(name string, r Registration) {
+	if _, ok := registered[name]; !ok {
+		Drivers = append(Drivers, name)
+		sort.Strings(Drivers)
+	}
+	registered[name] = r
+	keys[name] = r.Keys
+}
+
+// RestoreChecker is implemented by drivers that cannot restore every
+// snapshot as it is (zfs can only roll back to its latest snapshot).
+// CheckRestore returns an error wrapping ErrInvalidConfig when the restore
+// is refused, and the snapshots that the restore will remove with it.
+type RestoreChecker interface {
+	CheckRestore(ctx context.Context, instance, snap string) (removed []string, err error)
+}
+
 // ValidateConfig checks a new pool's config for driver.
 func ValidateConfig(driver string, config map[string]string) error {
 	known, ok := keys[driver]
@@ -134,6 +188,11 @@ func ValidateConfig(driver string, config map[string]string) error {
 		}
 		if err := validateValue(k, v); err != nil {
 			return err
+		}
+		if r, ok := registered[driver]; ok && r.Validate != nil {
+			if err := r.Validate(k, v); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -193,6 +252,9 @@ func Open(ctx context.Context, driver string, p Pool) (Driver, error) {
 	case "btrfs":
 		return openBtrfs(ctx, p)
 	default:
+		if r, ok := registered[driver]; ok {
+			return r.Open(ctx, p)
+		}
 		return nil, fmt.Errorf("%w %q: supported drivers are %s", ErrUnknownDriver, driver, strings.Join(Drivers, ", "))
 	}
 }
@@ -209,6 +271,9 @@ func Create(ctx context.Context, driver string, p Pool) (Driver, map[string]stri
 		return createDir(p)
 	case "btrfs":
 		return createBtrfs(ctx, p)
+	}
+	if r, ok := registered[driver]; ok {
+		return r.Create(ctx, p)
 	}
 	return nil, nil, fmt.Errorf("%w %q", ErrUnknownDriver, driver)
 }
