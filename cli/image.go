@@ -77,6 +77,7 @@ func (a *app) cmdImage() *cobra.Command {
 	cmd.AddCommand(
 		a.cmdImageImport(), a.cmdImageList(), a.cmdImageShow(), a.cmdImageInfo(),
 		a.cmdImageEdit(), a.cmdImageDelete(), a.cmdImageExport(), a.cmdImageAlias(),
+		a.cmdImageCopy(),
 	)
 	return cmd
 }
@@ -304,13 +305,23 @@ date, t type.`,
 				}
 				remote, args = r, args[1:]
 			}
-			c, err := a.client(remote)
-			if err != nil {
-				return err
-			}
-			images, err := c.GetImages(cmd.Context())
-			if err != nil {
-				return err
+			var images []api.Image
+			if a.conf.IsImageServer(remote) {
+				list, err := a.simplestreamsImages(cmd.Context(), remote)
+				if err != nil {
+					return err
+				}
+				images = list
+			} else {
+				c, err := a.client(remote)
+				if err != nil {
+					return err
+				}
+				list, err := c.GetImages(cmd.Context())
+				if err != nil {
+					return err
+				}
+				images = list
 			}
 			var header []string
 			var getters []func(*api.Image) string

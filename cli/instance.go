@@ -173,14 +173,18 @@ func (a *app) create(cmd *cobra.Command, args []string, flags *createFlags) (*cl
 		if err != nil {
 			return nil, "", err
 		}
-		if imgRemote != remote {
+		switch {
+		case a.conf.IsImageServer(imgRemote):
+			req.Source = a.remoteImageSource(imgRemote, imgName)
+		case imgRemote != remote:
 			return nil, "", fmt.Errorf("images from remote %q cannot be used on %q yet", imgRemote, remote)
+		default:
+			src, err := imageSource(ctx, c, imgName)
+			if err != nil {
+				return nil, "", err
+			}
+			req.Source = src
 		}
-		src, err := imageSource(ctx, c, imgName)
-		if err != nil {
-			return nil, "", err
-		}
-		req.Source = src
 	}
 
 	if !a.flagQuiet {
@@ -194,7 +198,7 @@ func (a *app) create(cmd *cobra.Command, args []string, flags *createFlags) (*cl
 	if err != nil {
 		return nil, "", err
 	}
-	if err := op.Wait(ctx); err != nil {
+	if err := a.waitDownload(ctx, c, op); err != nil {
 		return nil, "", err
 	}
 	if name == "" {

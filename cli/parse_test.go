@@ -12,6 +12,7 @@ import (
 
 func testConfig(t *testing.T) *Config {
 	t.Helper()
+	t.Setenv("CELL_CONF", t.TempDir())
 	conf, err := LoadConfig()
 	if err != nil {
 		t.Fatal(err)
@@ -35,8 +36,11 @@ func TestParseRemote(t *testing.T) {
 			t.Errorf("ParseRemote(%q) = %q, %q, %v; want %q, %q", c.in, remote, name, err, c.remote, c.name)
 		}
 	}
-	_, _, err := conf.ParseRemote("images:debian/12")
-	if err == nil || err.Error() != `The remote "images" doesn't exist` {
+	if r, name, err := conf.ParseRemote("images:debian/12"); err != nil || r != "images" || name != "debian/12" {
+		t.Errorf("ParseRemote(images:debian/12) = %q, %q, %v", r, name, err)
+	}
+	_, _, err := conf.ParseRemote("nope:debian/12")
+	if err == nil || err.Error() != `The remote "nope" doesn't exist` {
 		t.Fatalf("unknown remote: err = %v", err)
 	}
 }

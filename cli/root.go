@@ -103,7 +103,7 @@ func (a *app) rootCommand() *cobra.Command {
 	root.AddCommand(
 		a.cmdLaunch(), a.cmdInit(),
 		a.cmdStart(), a.cmdStop(), a.cmdRestart(), a.cmdPause(), a.cmdResume(),
-		a.cmdDelete(), a.cmdRename(), a.cmdMove(), a.cmdSnapshot(), a.cmdRestore(),
+		a.cmdDelete(), a.cmdRename(), a.cmdMove(), a.cmdCopy(), a.cmdSnapshot(), a.cmdRestore(),
 		a.cmdList(), a.cmdInfo(), a.cmdExec(), a.cmdFile(),
 		a.cmdImage(), a.cmdConfig(), a.cmdProfile(), a.cmdStorage(),
 		a.cmdVersion(), a.cmdRemote(), a.cmdOperation(), a.cmdQuery(), a.cmdMonitor(),

@@ -304,3 +304,9 @@ func (c *Client) RenameImageAlias(ctx context.Context, name, newName string) err
 func (c *Client) DeleteImageAlias(ctx context.Context, name string) error {
 	return c.sync(ctx, http.MethodDelete, urlPath("images", "aliases", name), nil, "")
 }
+
+// CopyImage asks the server to create an image from a source other than an
+// upload (POST /1.0/images with JSON), such as a pull from an image server.
+func (c *Client) CopyImage(ctx context.Context, req api.ImagesPost) (*Operation, error) {
+	return c.doOperation(ctx, request{method: http.MethodPost, path: "/1.0/images", body: req})
+}

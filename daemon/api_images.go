@@ -80,7 +80,11 @@ func (d *Daemon) listImages(w http.ResponseWriter, r *http.Request) error {
 	}
 	out := []api.Image{}
 	for _, i := range list {
-		out = append(out, apiImage(i))
+		ai, err := d.withUpdateSource(r.Context(), apiImage(i))
+		if err != nil {
+			return err
+		}
+		out = append(out, ai)
 	}
 	return syncResponse(w, out)
 }
@@ -100,7 +104,7 @@ func (d *Daemon) findImage(ctx context.Context, prefix string) (db.Image, error)
 // or fingerprint (prefix).
 func (d *Daemon) resolveImage(ctx context.Context, src api.InstanceSource) (db.Image, error) {
 	if src.Server != "" {
-		return db.Image{}, badRequest("images from remote servers are not supported yet: import the image first")
+		return db.Image{}, badRequest("images from remote servers need a download: use remoteImage")
 	}
 	switch {
 	case src.Fingerprint != "":
@@ -120,7 +124,11 @@ func (d *Daemon) getImage(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return syncResponse(w, apiImage(img))
+	ai, err := d.withUpdateSource(r.Context(), apiImage(img))
+	if err != nil {
+		return err
+	}
+	return syncResponse(w, ai)
 }
 
 // lazyPart reads the next multipart part only when first read, so that
@@ -153,7 +161,18 @@ func (d *Daemon) createImage(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	ctype, params, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if ctype == "application/json" {
-		return badRequest("creating images from instances or remote servers is not supported yet: upload an image file")
+		var req api.ImagesPost
+		if err := readJSON(r, &req); err != nil {
+			return err
+		}
+		if req.Source == nil || req.Source.Type != "image" {
+			return badRequest("creating images from instances is not supported yet: upload an image file or copy one from an image server (source type image)")
+		}
+		op, err := d.pullImage(ctx, req)
+		if err != nil {
+			return err
+		}
+		return asyncResponse(w, op)
 	}
 	var meta io.Reader = r.Body
 	var rootfs io.Reader

@@ -131,6 +131,9 @@ func (d *Daemon) createInstance(w http.ResponseWriter, r *http.Request) error {
 	if err := readJSON(r, &req); err != nil {
 		return err
 	}
+	if req.Source.Type == "copy" {
+		return d.copyInstance(w, r, req)
+	}
 	if req.Name == "" {
 		req.Name = randomName()
 	}
@@ -175,9 +178,17 @@ func (d *Daemon) createInstance(w http.ResponseWriter, r *http.Request) error {
 	}
 
 	var image *db.Image
+	var fetchImage func(context.Context, *operations.Operation) error
 	switch req.Source.Type {
 	case "image":
-		img, err := d.resolveImage(ctx, req.Source)
+		var img db.Image
+		var err error
+		if req.Source.Server != "" {
+			img, fetchImage, err = d.remoteImage(ctx, remoteSource{Server: req.Source.Server, Protocol: req.Source.Protocol,
+				Alias: req.Source.Alias, Fingerprint: req.Source.Fingerprint, AutoUpdate: false})
+		} else {
+			img, err = d.resolveImage(ctx, req.Source)
+		}
 		if err != nil {
 			return err
 		}
@@ -231,7 +242,13 @@ func (d *Daemon) createInstance(w http.ResponseWriter, r *http.Request) error {
 		Description: "Creating instance",
 		Resources:   instanceResources(req.Name),
 		Run: func(ctx context.Context, op *operations.Operation) error {
-			err := d.fillInstance(ctx, row, pool, image)
+			var err error
+			if fetchImage != nil {
+				err = fetchImage(ctx, op)
+			}
+			if err == nil {
+				err = d.fillInstance(ctx, row, pool, image)
+			}
 			if err != nil {
 				slog.Error("create instance", "instance", row.Name, "err", err)
 				_ = pool.DeleteInstance(context.WithoutCancel(ctx), row.Name)

@@ -108,6 +108,15 @@ CREATE TABLE instances_snapshots (
 	UNIQUE (instance_id, name)
 );
 `,
+	// 4: where a downloaded image came from (for refresh and auto-update).
+	`
+CREATE TABLE images_source (
+	image_id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
+	server   TEXT NOT NULL,
+	protocol TEXT NOT NULL,
+	alias    TEXT NOT NULL DEFAULT ''
+);
+`,
 }
 
 func (d *DB) migrate(ctx context.Context) error {
