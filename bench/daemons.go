@@ -292,15 +292,17 @@ func unescapeMount(s string) string {
 	return b.String()
 }
 
-// sweep stops any container left under dir, unmounts everything mounted
-// below it and removes it. It refuses to remove the directory while
+// sweep stops any container left under dir, destroys the zpools the
+// benchmark made, unmounts everything mounted below it, detaches the loop
+// devices of files under it and removes it. It refuses to remove the directory while
 // something is still mounted there (RemoveAll would descend into the
 // mount).
-func sweep(dir string) error {
+func sweep(dir string, zpools []string) error {
 	for _, m := range monitors(dir) {
 		logf("cleanup: container %s (%s) still running: lxc-stop -k", m[1], m[0])
 		_, _ = runQuiet(60*time.Second, nil, "lxc-stop", "-k", "-n", m[1], "-P", m[0])
 	}
+	destroyZpools(dir, zpools)
 	for attempt := 0; attempt < 10; attempt++ {
 		mounts := mountsUnder(dir)
 		if len(mounts) == 0 {
@@ -314,6 +316,15 @@ func sweep(dir string) error {
 	}
 	if left := mountsUnder(dir); len(left) > 0 {
 		return fmt.Errorf("not removing %s: still mounted: %s", dir, strings.Join(left, ", "))
+	}
+	for _, zp := range zpools {
+		if zpoolExists(zp) {
+			return fmt.Errorf("not removing %s: zpool %s still exists (its vdev is a file there)", dir, zp)
+		}
+	}
+	detachLoops(dir)
+	if left := loopsUnder(dir); len(left) > 0 {
+		return fmt.Errorf("not removing %s: loop devices still attached: %s", dir, strings.Join(left, ", "))
 	}
 	if left := monitors(dir); len(left) > 0 {
 		return fmt.Errorf("not removing %s: containers still running: %v", dir, left)

@@ -3,7 +3,12 @@
 // times and memory as ratios celld/LXD, next to the liblxc floor (lxc-start
 // and lxc-attach on a prepared rootfs, with no daemon at all).
 //
-//	go run ./bench [-rounds 5] [-iters 5] [-instances 20] [-file-mb 100]
+//	go run ./bench [-rounds 5] [-iters 5] [-instances 50] [-file-mb 100]
+//	               [-parallel 20] [-drivers btrfs,zfs] [-data-mb 1024]
+//
+// Besides the lifecycle on a dir pool it runs 20 parallel launches, list and
+// RSS with 50 instances, and the storage workloads (storage.go) on btrfs
+// (both daemons) and zfs (celld alone) pools on loop files.
 //
 // `make bench` (scripts/bench.sh) is the usual way to run it. Both daemons
 // run in temporary directories; everything they made (containers, mounts,
@@ -32,15 +37,22 @@ import (
 const imageAlias = "bench-busybox"
 
 var (
-	flagRounds    = flag.Int("rounds", 5, "rounds: each round runs every workload on celld, then on LXD")
-	flagIters     = flag.Int("iters", 5, "samples per round and daemon of everything but the clean stop and push/pull")
-	flagInstances = flag.Int("instances", 20, "instances for the list and RSS workloads")
-	flagFileMB    = flag.Int("file-mb", 100, "size of the file pushed and pulled, in MB")
-	flagSettle    = flag.Duration("settle", 3*time.Second, "idle time before measuring RSS")
-	flagWorkdir   = flag.String("workdir", "", "directory for both daemons (created, and removed at the end; default: a new one in $TMPDIR)")
-	flagCelld     = flag.String("celld", "", "celld binary (default: go build ./daemon/celld)")
-	flagOut       = flag.String("out", "bench/results/latest.json", "where to write the JSON results (empty: do not write)")
-	flagLogs      = flag.String("keep-logs", "", "copy the daemons' logs into this directory before cleaning up")
+	flagRounds         = flag.Int("rounds", 5, "rounds: each round runs every workload on celld, then on LXD")
+	flagIters          = flag.Int("iters", 5, "samples per round and daemon of everything but the clean stop and push/pull")
+	flagInstances      = flag.Int("instances", 50, "instances for the list and RSS workloads (0: skip them)")
+	flagListIters      = flag.Int("list-iters", 1, "samples per round and daemon of list (CLI and API) with -instances running")
+	flagParallel       = flag.Int("parallel", 20, "instances launched at once for the parallel launch workload (0: skip it)")
+	flagParallelRounds = flag.Int("parallel-rounds", 2, "rounds of the parallel launch workload")
+	flagDrivers        = flag.String("drivers", "btrfs,zfs", "loop-backed pools for the storage workloads (btrfs: both daemons; zfs: celld alone; empty: skip)")
+	flagPoolSize       = flag.String("pool-size", "4GiB", "size of each loop-backed pool")
+	flagStorageRounds  = flag.Int("storage-rounds", 3, "rounds of the storage workloads (one sample per round, daemon, pool and workload)")
+	flagDataMB         = flag.Int("data-mb", 1024, "MiB of random data written into a container for the storage workloads with data")
+	flagFileMB         = flag.Int("file-mb", 100, "size of the file pushed and pulled, in MB")
+	flagSettle         = flag.Duration("settle", 3*time.Second, "idle time before measuring RSS")
+	flagWorkdir        = flag.String("workdir", "", "directory for both daemons (created, and removed at the end; default: a new one in $TMPDIR)")
+	flagCelld          = flag.String("celld", "", "celld binary (default: go build ./daemon/celld)")
+	flagOut            = flag.String("out", "bench/results/latest.json", "where to write the JSON results (empty: do not write)")
+	flagLogs           = flag.String("keep-logs", "", "copy the daemons' logs into this directory before cleaning up")
 )
 
 type bench struct {
@@ -54,6 +66,7 @@ type bench struct {
 	celld, lxd *server
 	floor      *floor
 	res        *results
+	zpools     []string // zpools celld made (or may have made) for the benchmark
 }
 
 func (b *bench) servers() []*server { return []*server{b.celld, b.lxd} }
@@ -64,8 +77,8 @@ func logf(format string, args ...any) {
 
 func main() {
 	flag.Parse()
-	if *flagRounds < 1 || *flagIters < 1 || *flagInstances < 1 || *flagFileMB < 1 {
-		fmt.Fprintln(os.Stderr, "bench: -rounds, -iters, -instances and -file-mb must be at least 1")
+	if *flagRounds < 1 || *flagIters < 1 || *flagInstances < 0 || *flagFileMB < 1 || *flagDataMB < 1 || *flagListIters < 1 {
+		fmt.Fprintln(os.Stderr, "bench: -rounds, -iters, -list-iters, -file-mb and -data-mb must be at least 1")
 		os.Exit(2)
 	}
 	if os.Geteuid() != 0 {
@@ -164,8 +177,14 @@ func (b *bench) run(ctx context.Context) error {
 			return fmt.Errorf("round %d: %w", r, err)
 		}
 	}
+	if err := b.parallel(ctx); err != nil {
+		return err
+	}
 	if err := b.many(ctx); err != nil {
 		return err
+	}
+	if err := b.storage(ctx); err != nil {
+		return fmt.Errorf("storage: %w", err)
 	}
 	b.res.Date = time.Now().UTC().Format(time.RFC3339)
 	b.res.printTable(os.Stdout)
@@ -419,6 +438,9 @@ func (b *bench) round(ctx context.Context, r int) error {
 // list with them running, then removes them.
 func (b *bench) many(ctx context.Context) error {
 	n := *flagInstances
+	if n == 0 {
+		return nil
+	}
 	logf("launching %d instances on each daemon", n)
 	names := map[*server][]string{}
 	for i := 1; i <= n; i++ {
@@ -430,13 +452,13 @@ func (b *bench) many(ctx context.Context) error {
 			names[s] = append(names[s], name)
 		}
 	}
-	if err := b.measureRSS(ctx, "rss_idle20"); err != nil {
+	if err := b.measureRSS(ctx, "rss_idle_n"); err != nil {
 		return err
 	}
 	logf("list with %d instances", n)
-	// LXD takes seconds per list of 20: fewer samples per round keep the
+	// LXD takes seconds per list of 50: few samples per round keep the
 	// default run short, and its figures vary little.
-	perRound := (*flagIters + 1) / 2
+	perRound := *flagListIters
 	for r := 0; r < *flagRounds; r++ {
 		for i := 0; i < perRound; i++ {
 			if err := b.timed("list_cli", func(s *server) error {
@@ -533,7 +555,7 @@ func (b *bench) cleanup() error {
 			logf("cleanup: %v", err)
 		}
 	}
-	return sweep(b.work)
+	return sweep(b.work, b.zpools)
 }
 
 // machineInfo describes the machine for the JSON results.

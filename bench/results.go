@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -25,7 +26,7 @@ type workload struct {
 
 func workloads() []workload {
 	n, mb := *flagInstances, *flagFileMB
-	return []workload{
+	out := []workload{
 		{key: "launch", label: "launch (create+start, API)", unit: "ms", target: 0.7},
 		{key: "start", label: "start (API)", unit: "ms", floorKey: "start", floorTarget: 1.3},
 		{key: "stop", label: "stop, clean (API)", unit: "ms"},
@@ -41,9 +42,31 @@ func workloads() []workload {
 		{key: "push", label: fmt.Sprintf("file push %d MB (lxc file)", mb), unit: "ms", target: 0.8},
 		{key: "pull", label: fmt.Sprintf("file pull %d MB (lxc file)", mb), unit: "ms", target: 0.8},
 		{key: "rss_idle0", label: "daemon RSS, idle, 0 instances", unit: "MiB", target: 0.5},
-		{key: "rss_idle20", label: fmt.Sprintf("daemon RSS, idle, %d running", n), unit: "MiB", target: 0.5},
+		{key: "rss_idle_n", label: fmt.Sprintf("daemon RSS, idle, %d running", n), unit: "MiB", target: 0.5},
 		{key: "rss_after", label: "daemon RSS, 0 instances, after the runs", unit: "MiB"},
+		{key: "parallel", label: fmt.Sprintf("%d parallel launches, wall time (dir)", *flagParallel), unit: "ms", target: 0.5},
 	}
+	data := fmt.Sprintf("%d MiB", *flagDataMB)
+	for _, d := range []string{"btrfs", "zfs"} {
+		t := func(v float64) float64 {
+			if d == "btrfs" {
+				return v
+			}
+			return 0 // LXD here has no ZFS: celld alone
+		}
+		out = append(out,
+			workload{key: "launch_" + d, label: "launch (" + d + ")", unit: "ms", target: t(0.25)},
+			workload{key: "snapshot_" + d, label: "snapshot, empty (" + d + ")", unit: "ms", target: t(0.25)},
+			workload{key: "snapshot_" + d + "_data", label: "snapshot, " + data + " (" + d + ")", unit: "ms", target: t(0.25)},
+			workload{key: "restore_" + d, label: "restore, empty (" + d + ")", unit: "ms", target: t(0.3)},
+			workload{key: "restore_" + d + "_data", label: "restore, " + data + " (" + d + ")", unit: "ms", target: t(0.3)},
+			workload{key: "copy_" + d, label: "copy, empty (" + d + ")", unit: "ms", target: t(0.25)},
+			workload{key: "copy_" + d + "_data", label: "copy, " + data + " (" + d + ")", unit: "ms", target: t(0.25)},
+			workload{key: "delete_" + d, label: "delete, empty (" + d + ")", unit: "ms", target: t(0.25)},
+			workload{key: "delete_" + d + "_data", label: "delete, " + data + " (" + d + ")", unit: "ms", target: t(0.25)},
+		)
+	}
+	return out
 }
 
 type machine struct {
@@ -181,14 +204,14 @@ func fmtTarget(r, target *float64) string {
 		return ""
 	}
 	if *r <= *target {
-		return fmt.Sprintf("<=%.1f ok", *target)
+		return fmt.Sprintf("<=%g ok", *target)
 	}
-	return fmt.Sprintf("<=%.1f MISS", *target)
+	return fmt.Sprintf("<=%g MISS", *target)
 }
 
 func (r *results) printTable(w io.Writer) {
-	fmt.Fprintf(w, "\ncelld vs LXD %s: medians over %d rounds (per round: %d samples; clean stop and push/pull 1, list %d); %s, %d cores, kernel %s\n\n",
-		r.Machine.LXDVersion, r.Rounds, r.Iterations, (r.Iterations+1)/2, r.Machine.CPU, r.Machine.Cores, r.Machine.Kernel)
+	fmt.Fprintf(w, "\ncelld vs LXD %s: medians over %d rounds (per round: %d samples; clean stop, push/pull and storage 1, list %d); %s, %d cores, kernel %s\n\n",
+		r.Machine.LXDVersion, r.Rounds, r.Iterations, *flagListIters, r.Machine.CPU, r.Machine.Cores, r.Machine.Kernel)
 	table := [][]string{
 		{"workload", "celld", "LXD", "celld/LXD", "target", "floor", "celld/floor", "target"},
 	}
@@ -225,7 +248,9 @@ func (r *results) printTable(w io.Writer) {
 target: the goal for the ratio (lower is better); "ok" when met, "MISS" when not.
 floor: liblxc's own lxc-start (daemonized, returns when RUNNING) and lxc-attach -- true
 on the same busybox rootfs with the lxc config celld renders; no daemon involved.
-CLI round trip: the lxc client's own start-up and one GET, a cost every CLI figure contains.`))
+CLI round trip: the lxc client's own start-up and one GET, a cost every CLI figure contains.
+btrfs/zfs: pools on a loop file; snapshot, restore, copy (instance only) and delete (of the
+copy) on stopped containers, empty and with random data written in first; zfs is celld alone.`))
 }
 
 func (r *results) writeJSON(path string) error {
@@ -242,6 +267,7 @@ func (r *results) writeJSON(path string) error {
 			"CLI figures use LXD's lxc client against both daemons (LXD_SOCKET); API figures a Go HTTP client over each unix socket",
 			"floor: lxc-start / lxc-attach on a prepared busybox rootfs with celld's lxc config, no daemon",
 			"RSS: VmRSS of the daemon process only (not the per-container [lxc monitor] processes)",
+			"btrfs/zfs: loop-file pools of " + *flagPoolSize + "; snapshot, restore, copy (instance only) and delete (of the copy) on stopped containers, empty and with " + strconv.Itoa(*flagDataMB) + " MiB of random data; zfs (zfs-fuse) is celld alone, LXD 5.0.2 here has no ZFS",
 		},
 	}
 	data, err := json.MarshalIndent(doc, "", "  ")

@@ -27,7 +27,7 @@ cd "$(dirname -- "$0")/.."
 # LXD 5.0.2 is the peer; lxc gives lxc-start/lxc-attach for the floor; the
 # busybox image is built from busybox-static.
 missing=()
-for p in lxd lxd-client lxc busybox-static xz-utils; do
+for p in lxd lxd-client lxc busybox-static xz-utils btrfs-progs zfs-fuse; do
 	status=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
 	[ "$status" = "installed" ] || missing+=("$p")
 done
@@ -53,6 +53,19 @@ unmount_under() {
 			umount "$mp" 2>/dev/null || umount -l "$mp" 2>/dev/null || true
 		done
 	done
+}
+
+# True when a zpool the benchmark made (listed in $RUN/zpools) still exists:
+# its vdev is a file under $RUN.
+zpools_left() {
+	local zp
+	[ -s "$RUN/zpools" ] || return 1
+	while read -r zp; do
+		if [ -n "$zp" ] && zpool list -H -o name "$zp" >/dev/null 2>&1; then
+			return 0
+		fi
+	done <"$RUN/zpools"
+	return 1
 }
 
 safety_net() {
@@ -85,10 +98,45 @@ safety_net() {
 				echo
 			done | grep "^\[lxc monitor\] $RUN/" || true
 		)
+		# zpools celld made (names recorded before creation): destroy
+		# unmounts their datasets.
+		if [ -s "$RUN/zpools" ]; then
+			local zp
+			while read -r zp; do
+				[ -n "$zp" ] || continue
+				# Busy for a moment after its containers were killed:
+				# retry, unmounting what is left in between.
+				for i in 1 2 3 4 5 6 7 8 9 10; do
+					zpool list -H -o name "$zp" >/dev/null 2>&1 || break
+					log "destroying zpool $zp"
+					timeout 120 zpool destroy -f "$zp" && break
+					unmount_under "$RUN"
+					sleep 1
+				done
+			done <"$RUN/zpools"
+		fi
 		unmount_under "$RUN"
+		# Loop devices of the btrfs/zfs pool files (celld's under
+		# celld/disks, LXD's under lxd/disks).
+		local f back
+		for f in /sys/block/loop*/loop/backing_file; do
+			[ -r "$f" ] || continue
+			back=$(cat "$f" 2>/dev/null) || continue
+			back=${back% (deleted)}
+			case $back in "$RUN"/*)
+				log "detaching ${f%/loop/backing_file}"
+				losetup -d "/dev/$(basename "${f%/loop/backing_file}")" || true ;;
+			esac
+		done
 	fi
 	if awk -v d="$WORK" '{ if ($5 == d || index($5, d "/") == 1) found = 1 } END { exit !found }' /proc/self/mountinfo; then
 		log "NOT removing $WORK: something is still mounted there"
+		rc=1
+	elif grep -qs "^$WORK/" /sys/block/loop*/loop/backing_file; then
+		log "NOT removing $WORK: a loop device still uses a file there"
+		rc=1
+	elif zpools_left; then
+		log "NOT removing $WORK: a zpool made there still exists (zpool destroy -f it)"
 		rc=1
 	else
 		rm -rf -- "$WORK"
