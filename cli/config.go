@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sort"
 	"strings"
 
@@ -479,13 +480,54 @@ func (a *app) cmdConfigDevice() *cobra.Command {
 			return withInstance(cmd.Context(), args[0], func(inst *api.Instance) (bool, error) {
 				dev, ok := inst.Devices[args[1]]
 				if !ok {
-					return false, errors.New("Device doesn't exist")
+					// A device from a profile is overridden for this
+					// instance: its copy, with the keys set.
+					inherited, ok := inst.ExpandedDevices[args[1]]
+					if !ok {
+						return false, errors.New("Device doesn't exist")
+					}
+					dev = maps.Clone(inherited)
+					inst.Devices[args[1]] = dev
 				}
 				for k, v := range keys {
 					dev[k] = v
 				}
 				return true, nil
 			})
+		},
+	}
+
+	override := &cobra.Command{
+		Use:   "override [<remote>:]<instance> <device> [key=value...]",
+		Short: "Copy profile inherited devices and override configuration keys",
+		Args:  checkArgs(2, -1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			keys := map[string]string{}
+			if len(args) > 2 {
+				var err error
+				if keys, err = parseSetKeys(args[2:]); err != nil {
+					return err
+				}
+			}
+			err := withInstance(cmd.Context(), args[0], func(inst *api.Instance) (bool, error) {
+				if _, ok := inst.Devices[args[1]]; ok {
+					return false, errors.New("The device already exists")
+				}
+				inherited, ok := inst.ExpandedDevices[args[1]]
+				if !ok {
+					return false, errors.New("The profile device doesn't exist")
+				}
+				dev := maps.Clone(inherited)
+				for k, v := range keys {
+					dev[k] = v
+				}
+				inst.Devices[args[1]] = dev
+				return true, nil
+			})
+			if err == nil {
+				fmt.Fprintf(a.stdout, "Device %s overridden for %s\n", args[1], instanceArgName(args[0]))
+			}
+			return err
 		},
 	}
 
@@ -505,7 +547,7 @@ func (a *app) cmdConfigDevice() *cobra.Command {
 		},
 	}
 
-	cmd.AddCommand(add, remove, list, show, get, set, unset)
+	cmd.AddCommand(add, override, remove, list, show, get, set, unset)
 	return cmd
 }
 

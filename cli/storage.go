@@ -20,6 +20,7 @@ func (a *app) cmdStorage() *cobra.Command {
 	cmd.AddCommand(
 		a.cmdStorageCreate(), a.cmdStorageList(), a.cmdStorageShow(), a.cmdStorageEdit(),
 		a.cmdStorageGet(), a.cmdStorageSet(), a.cmdStorageUnset(), a.cmdStorageDelete(), a.cmdStorageInfo(),
+		a.cmdStorageVolume(),
 	)
 	return cmd
 }

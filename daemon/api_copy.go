@@ -140,6 +140,9 @@ func (d *Daemon) copyInstance(w http.ResponseWriter, r *http.Request, req api.In
 	if err != nil {
 		return err
 	}
+	if _, err := rootSize(root, pool.Name()); err != nil {
+		return err
+	}
 	row.Pool = src.inst.Pool
 	row.Config[keyApplyTemplate] = "copy"
 
@@ -197,13 +200,20 @@ func (d *Daemon) fillCopy(ctx context.Context, row db.Instance, src copySource, 
 			return fmt.Errorf("copy snapshot volume: %w", err)
 		}
 	} else {
-		if err := pool.CopyInstance(ctx, src.inst.Name, row.Name); err != nil {
-			return fmt.Errorf("copy volume: %w", err)
-		}
+		var snaps []db.Snapshot
 		if !instanceOnly {
-			snaps, err := d.db.Snapshots(ctx, src.inst.ID)
-			if err != nil {
+			var err error
+			if snaps, err = d.db.Snapshots(ctx, src.inst.ID); err != nil {
 				return err
+			}
+		}
+		if sc, ok := pool.(storage.SnapshotsCopier); ok && len(snaps) > 0 {
+			if err := d.copyWithSnapshots(ctx, sc, src.inst.Name, row, snaps); err != nil {
+				return err
+			}
+		} else {
+			if err := pool.CopyInstance(ctx, src.inst.Name, row.Name); err != nil {
+				return fmt.Errorf("copy volume: %w", err)
 			}
 			for _, s := range snaps {
 				if err := d.copySnapshot(ctx, s, row, pool); err != nil {
@@ -212,7 +222,38 @@ func (d *Daemon) fillCopy(ctx context.Context, row db.Instance, src copySource, 
 			}
 		}
 	}
+	if err := d.applyRootSize(ctx, row, pool, false); err != nil {
+		return err
+	}
 	return d.db.SetInstanceReady(ctx, row.ID, true)
+}
+
+// copyWithSnapshots copies a volume with its snapshots in one step (zfs):
+// the snapshot rows stay hidden until the volume is made.
+func (d *Daemon) copyWithSnapshots(ctx context.Context, sc storage.SnapshotsCopier, src string, target db.Instance, snaps []db.Snapshot) error {
+	var ids []int64
+	var names []string
+	for _, s := range snaps {
+		row := s
+		row.ID, row.InstanceID, row.Ready = 0, target.ID, false
+		id, err := d.db.CreateSnapshot(ctx, row)
+		if err != nil {
+			return fmt.Errorf("copy snapshot %s: %w", s.Name, err)
+		}
+		ids, names = append(ids, id), append(names, s.Name)
+	}
+	if err := sc.CopyInstanceWithSnapshots(ctx, src, target.Name, names); err != nil {
+		for _, id := range ids {
+			_ = d.db.DeleteSnapshot(context.WithoutCancel(ctx), id)
+		}
+		return fmt.Errorf("copy volume: %w", err)
+	}
+	for _, id := range ids {
+		if err := d.db.SetSnapshotReady(ctx, id, true); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // copySnapshot copies snapshot s (row and volume) to instance target:
@@ -260,6 +301,9 @@ func (d *Daemon) refreshInstance(w http.ResponseWriter, r *http.Request, src cop
 			}
 			if err := pool.RefreshInstance(ctx, src.inst.Name, target.Name); err != nil {
 				return fmt.Errorf("refresh volume: %w", err)
+			}
+			if err := d.applyRootSize(ctx, target, pool, true); err != nil {
+				slog.Warn("root disk size after refresh", "instance", target.Name, "err", err)
 			}
 			// The volume now holds the source's files, shifted as they are,
 			// and with the source's name in them: the copy templates render

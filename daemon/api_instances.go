@@ -212,6 +212,9 @@ func (d *Daemon) createInstance(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return badRequest("root disk: %v", err)
 	}
+	if _, err := rootSize(root, pool.Name()); err != nil {
+		return err
+	}
 	row.Pool = root["pool"]
 	if image != nil {
 		if row.Architecture == "" {
@@ -286,6 +289,9 @@ func (d *Daemon) fillInstance(ctx context.Context, row db.Instance, pool storage
 			return err
 		}
 		_ = d.db.TouchImage(ctx, image.Fingerprint, time.Now())
+	}
+	if err := d.applyRootSize(ctx, row, pool, false); err != nil {
+		return err
 	}
 	return d.db.SetInstanceReady(ctx, row.ID, true)
 }
@@ -405,7 +411,30 @@ func (d *Daemon) updateInstance(w http.ResponseWriter, r *http.Request, patch bo
 	if root := updated.expandedDevices["root"]; root["pool"] != inst.Pool {
 		return badRequest("the root disk must stay on pool %q (moving between pools is not supported yet)", inst.Pool)
 	}
+	if err := d.checkDiskVolumes(ctx, updated.expandedDevices); err != nil {
+		return err
+	}
+	// A changed root disk size applies at once, running or not; a size
+	// the pool refuses changes nothing.
+	if oldSize, newSize := inst.expandedDevices["root"]["size"], updated.expandedDevices["root"]["size"]; oldSize != newSize {
+		pool, err := d.pool(inst.Pool)
+		if err != nil {
+			return err
+		}
+		size, err := rootSize(updated.expandedDevices["root"], pool.Name())
+		if err != nil {
+			return err
+		}
+		if err := pool.SetQuota(ctx, name, size); err != nil {
+			return quotaError(err)
+		}
+	}
+	undoHotplug, err := d.hotplugDisks(ctx, inst, updated)
+	if err != nil {
+		return err
+	}
 	if err := d.db.UpdateInstance(ctx, row); err != nil {
+		undoHotplug()
 		return err
 	}
 	d.events.Lifecycle("instance-updated", instanceURL(name), nil)

@@ -57,7 +57,9 @@ func validateDevices(devices api.Devices) error {
 		switch dev["type"] {
 		case "disk":
 			if dev["path"] != "/" {
-				return badRequest("device %q: only the root disk (path=/) is supported so far", name)
+				if err := validateDiskDevice(name, dev); err != nil {
+					return err
+				}
 			}
 		case "none":
 		case "":
@@ -81,6 +83,9 @@ func (d *Daemon) createProfile(w http.ResponseWriter, r *http.Request) error {
 		return badRequest("%v", err)
 	}
 	if err := validateDevices(req.Devices); err != nil {
+		return err
+	}
+	if err := d.checkDiskVolumes(r.Context(), req.Devices); err != nil {
 		return err
 	}
 	p := db.Profile{Name: req.Name, Description: req.Description, Config: req.Config, Devices: req.Devices}
@@ -149,6 +154,9 @@ func (d *Daemon) updateProfile(w http.ResponseWriter, r *http.Request, patch boo
 		return badRequest("%v", err)
 	}
 	if err := validateDevices(p.Devices); err != nil {
+		return err
+	}
+	if err := d.checkDiskVolumes(ctx, p.Devices); err != nil {
 		return err
 	}
 	if err := d.db.UpdateProfile(ctx, p); err != nil {

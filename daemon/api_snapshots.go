@@ -453,5 +453,13 @@ func (d *Daemon) restoreLocked(ctx context.Context, inst *instance, s db.Snapsho
 	row.Config, row.Devices, row.Profiles = s.Config, s.Devices, s.Profiles
 	// The volume now holds the snapshot's files, shifted as they were
 	// then: its idmap record comes back with them.
-	return d.db.UpdateInstance(ctx, row)
+	if err := d.db.UpdateInstance(ctx, row); err != nil {
+		return err
+	}
+	// The restored volume gets the restored root disk size (a size
+	// below what the snapshot holds is left unapplied, not the restore).
+	if err := d.applyRootSize(ctx, row, pool, true); err != nil {
+		slog.Warn("root disk size after restore", "instance", inst.Name, "err", err)
+	}
+	return nil
 }

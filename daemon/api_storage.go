@@ -227,6 +227,11 @@ func (d *Daemon) deleteStoragePool(w http.ResponseWriter, r *http.Request) error
 		}
 		return badRequest("storage pool %q is in use by %s: delete or move them first", name, strings.Join(users, " and "))
 	}
+	if vols, err := d.db.PoolVolumeNames(ctx, name); err != nil {
+		return err
+	} else if len(vols) > 0 {
+		return badRequest("storage pool %q holds custom volumes %s: delete them first", name, strings.Join(vols, ", "))
+	}
 	d.poolsMu.Lock()
 	drv := d.pools[name]
 	delete(d.pools, name)

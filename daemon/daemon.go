@@ -106,6 +106,7 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 		d.close()
 		return nil, err
 	}
+	d.recoverVolumes(ctx)
 	return d, nil
 }
 

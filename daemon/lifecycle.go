@@ -83,6 +83,9 @@ func (d *Daemon) startInstance(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
+	if cfg.Mounts, err = d.diskMounts(ctx, inst, want); err != nil {
+		return err
+	}
 	if err := d.runtime.WriteConfig(name, cfg); err != nil {
 		return err
 	}

@@ -548,7 +548,7 @@ func (b *Btrfs) Update(ctx context.Context, config map[string]string) error {
 
 // Delete implements Driver.
 func (b *Btrfs) Delete(ctx context.Context) error {
-	for _, sub := range []string{"images", "containers", "snapshots"} {
+	for _, sub := range []string{"images", "containers", "snapshots", "custom", "custom-snapshots"} {
 		dir := filepath.Join(b.root, sub)
 		entries, err := os.ReadDir(dir)
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -641,4 +641,70 @@ func (b *Btrfs) RefreshInstance(ctx context.Context, src, dst string) error {
 		slog.Warn("remove replaced volume", "path", tmp, "err", err)
 	}
 	return nil
+}
+
+// SetQuota implements Driver: a btrfs qgroup limit on the volume's
+// referenced space (quotas are enabled on the filesystem at first use).
+func (b *Btrfs) SetQuota(ctx context.Context, instance string, bytes int64) error {
+	vol := b.InstancePath(instance)
+	if _, err := os.Stat(vol); err != nil {
+		return fmt.Errorf("instance volume %s: %w", instance, err)
+	}
+	if bytes == 0 {
+		if err := run(ctx, "btrfs", "qgroup", "limit", "none", vol); err != nil && b.quotasEnabled(ctx) {
+			return fmt.Errorf("remove quota: %w", err)
+		}
+		return nil
+	}
+	if !b.quotasEnabled(ctx) {
+		if err := run(ctx, "btrfs", "quota", "enable", b.root); err != nil {
+			return fmt.Errorf("enable btrfs quotas: %w", err)
+		}
+		if err := run(ctx, "btrfs", "quota", "rescan", "-w", b.root); err != nil {
+			return fmt.Errorf("scan btrfs quotas: %w", err)
+		}
+	}
+	used, err := b.referenced(ctx, vol)
+	if err != nil {
+		return err
+	}
+	if used > bytes {
+		return BelowUsed(instance, bytes, used)
+	}
+	if err := run(ctx, "btrfs", "qgroup", "limit", fmt.Sprint(bytes), vol); err != nil {
+		return fmt.Errorf("set quota: %w", err)
+	}
+	return nil
+}
+
+func (b *Btrfs) quotasEnabled(ctx context.Context) bool {
+	return exec.CommandContext(ctx, "btrfs", "qgroup", "show", b.root).Run() == nil
+}
+
+// referenced is the space a subvolume references, from its qgroup.
+func (b *Btrfs) referenced(ctx context.Context, vol string) (int64, error) {
+	// Qgroups are counted when a transaction commits: commit first.
+	if err := run(ctx, "btrfs", "filesystem", "sync", b.root); err != nil {
+		return 0, err
+	}
+	id, err := output(ctx, "btrfs", "inspect-internal", "rootid", vol)
+	if err != nil {
+		return 0, err
+	}
+	out, err := output(ctx, "btrfs", "qgroup", "show", "--raw", "-f", vol)
+	if err != nil {
+		return 0, err
+	}
+	want := "0/" + strings.TrimSpace(id)
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && f[0] == want {
+			var n int64
+			if _, err := fmt.Sscan(f[1], &n); err != nil {
+				return 0, fmt.Errorf("qgroup %s: %q: %w", want, line, err)
+			}
+			return n, nil
+		}
+	}
+	return 0, fmt.Errorf("no qgroup %s for %s in %q", want, vol, out)
 }

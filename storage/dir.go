@@ -106,7 +106,7 @@ func (d *Dir) Delete(ctx context.Context) error {
 	if d.owned {
 		return removeVolume(d.root)
 	}
-	for _, sub := range []string{"images", "containers", "snapshots"} {
+	for _, sub := range []string{"images", "containers", "snapshots", "custom", "custom-snapshots"} {
 		if err := removeVolume(filepath.Join(d.root, sub)); err != nil {
 			return err
 		}
@@ -404,4 +404,12 @@ func (d *Dir) RefreshInstance(ctx context.Context, src, dst string) error {
 		slog.Warn("remove replaced volume", "path", tmp, "err", err)
 	}
 	return nil
+}
+
+// SetQuota implements Driver: a dir pool has no way to limit a volume.
+func (d *Dir) SetQuota(_ context.Context, instance string, bytes int64) error {
+	if bytes == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: dir pools cannot limit disk size (instance %s); use btrfs or zfs", ErrQuotaUnsupported, instance)
 }

@@ -24,6 +24,41 @@ var ErrUnknownDriver = errors.New("unknown storage driver")
 // unknown key, a bad value, a source that cannot be used.
 var ErrInvalidConfig = errors.New("invalid storage pool config")
 
+// ErrQuotaUnsupported is returned by SetQuota on a driver that cannot
+// limit an instance's disk space.
+var ErrQuotaUnsupported = errors.New("this pool cannot limit disk size")
+
+// ErrQuotaBelowUsed is returned by SetQuota for a limit below the space
+// the volume already uses.
+var ErrQuotaBelowUsed = errors.New("disk size below the space already used")
+
+// QuotaSupported reports whether a driver can limit an instance's size.
+func QuotaSupported(driver string) bool { return driver != "dir" }
+
+// BelowUsed is the error of a quota below the used space, with both numbers.
+func BelowUsed(instance string, limit, used int64) error {
+	return fmt.Errorf("%w: instance %s already uses %d bytes (%s), more than the requested size %d bytes (%s): free space first or choose a larger size",
+		ErrQuotaBelowUsed, instance, used, FormatSize(used), limit, FormatSize(limit))
+}
+
+// FormatSize writes bytes in binary units (5GiB, 64MiB, 1.5KiB).
+func FormatSize(n int64) string {
+	units := []string{"B", "KiB", "MiB", "GiB", "TiB"}
+	f, i := float64(n), 0
+	for f >= 1024 && i < len(units)-1 {
+		f /= 1024
+		i++
+	}
+	return strings.TrimSuffix(strings.TrimSuffix(fmt.Sprintf("%.2f", f), "0"), ".0") + units[i]
+}
+
+// SnapshotsCopier is implemented by drivers whose snapshots are the
+// history of a volume (zfs): an instance is copied with its snapshots in
+// one step, the volume and the snapshots (oldest first) together.
+type SnapshotsCopier interface {
+	CopyInstanceWithSnapshots(ctx context.Context, src, dst string, snaps []string) error
+}
+
 // Drivers lists the drivers this package implements.
 var Drivers = []string{"btrfs", "dir"}
 
@@ -83,6 +118,11 @@ type Driver interface {
 	// (dir: a copy built next to dst and swapped in; btrfs: a new
 	// snapshot of src swapped in).
 	RefreshInstance(ctx context.Context, src, dst string) error
+	// SetQuota limits the space an instance volume may use to bytes (0
+	// removes the limit), at once on a running instance. A limit below
+	// the space already used fails with ErrQuotaBelowUsed and changes
+	// nothing; drivers that cannot limit space return ErrQuotaUnsupported.
+	SetQuota(ctx context.Context, instance string, bytes int64) error
 	// Usage reports the space and inodes of the pool's filesystem.
 	Usage() (Usage, error)
 	// Update applies config keys that changed on an open pool (only those

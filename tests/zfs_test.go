@@ -165,3 +165,53 @@ func TestZFS(t *testing.T) {
 		}
 	}
 }
+
+// TestZFSCopy copies instances with their snapshots and refreshes copies
+// on a zfs pool (send/recv, incremental for refresh).
+func TestZFSCopy(t *testing.T) {
+	requireZFS(t)
+	var testDir string
+	checkNoLeftovers(t, &testDir)
+	d := harness.StartDaemon(t)
+	testDir = filepath.Dir(d.Dir)
+	d.ImportImage(harness.BusyboxImage(t), "bb")
+	quotaPool(t, d, "tank", "zfs", "size=1GiB")
+	d.MustC("launch", "bb", "z1", "-s", "tank")
+	pool := filepath.Join(d.Dir, "storage-pools", "tank")
+	copyCycle(t, d, pool, "z1", nil)
+
+	// Several snapshots, then an incremental refresh that adds one.
+	d.MustC("launch", "bb", "z5", "-s", "tank")
+	for _, s := range []string{"a", "b"} {
+		d.MustC("exec", "z5", "--", "sh", "-c", "echo "+s+" > /root/data")
+		d.MustC("snapshot", "z5", s)
+	}
+	d.MustC("exec", "z5", "--", "sh", "-c", "echo now > /root/data")
+	d.MustC("copy", "z5", "z6")
+	if got := snapshotNames(t, d, "z6"); !slices.Equal(got, []string{"a", "b"}) {
+		t.Fatalf("copy's snapshots = %v", got)
+	}
+	for _, s := range []string{"a", "b"} {
+		if b, err := os.ReadFile(filepath.Join(pool, "snapshots", "z6", s, "rootfs", "root", "data")); err != nil || strings.TrimSpace(string(b)) != s {
+			t.Errorf("copy's snapshot %s: %q %v", s, b, err)
+		}
+	}
+	d.MustC("exec", "z5", "--", "sh", "-c", "echo c > /root/data")
+	d.MustC("snapshot", "z5", "c")
+	d.MustC("exec", "z5", "--", "sh", "-c", "echo later > /root/data")
+	d.MustC("copy", "z5", "z6", "--refresh")
+	if got := snapshotNames(t, d, "z6"); !slices.Equal(got, []string{"a", "b", "c"}) {
+		t.Fatalf("refreshed copy's snapshots = %v", got)
+	}
+	d.MustC("start", "z6")
+	if got := strings.TrimSpace(d.MustC("exec", "z6", "--", "cat", "/root/data")); got != "later" {
+		t.Errorf("refreshed copy's data = %q, want later", got)
+	}
+	// The snapshots are the copy's own history: restore works.
+	d.MustC("restore", "z6", "c")
+	if got := strings.TrimSpace(d.MustC("exec", "z6", "--", "cat", "/root/data")); got != "c" {
+		t.Errorf("copy restored to c: %q", got)
+	}
+	d.MustC("delete", "-f", "z5", "z6")
+	d.MustC("storage", "delete", "tank")
+}

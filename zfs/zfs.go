@@ -353,6 +353,18 @@ func Open(ctx context.Context, p storage.Pool) (storage.Driver, error) {
 		if len(f) != 4 {
 			continue
 		}
+		if orig, ok := strings.CutSuffix(f[0], ".old"); ok && strings.HasPrefix(f[0], root+"/containers/") {
+			// A refresh swapped volumes and crashed between the renames.
+			if exists(ctx, orig) {
+				err = destroy(ctx, f[0])
+			} else {
+				err = run(ctx, "zfs", "rename", f[0], orig)
+			}
+			if err != nil {
+				slog.Warn("recover replaced volume", "dataset", f[0], "err", err)
+			}
+			continue
+		}
 		if strings.HasSuffix(f[0], ".tmp") {
 			if err := run(ctx, "zfs", "destroy", "-r", f[0]); err != nil {
 				slog.Warn("remove leftover temporary dataset", "dataset", f[0], "err", err)
@@ -362,6 +374,18 @@ func Open(ctx context.Context, p storage.Pool) (storage.Driver, error) {
 		if f[1] == "no" && f[2] == "on" && strings.HasPrefix(f[3], "/") {
 			if err := run(ctx, "zfs", "mount", f[0]); err != nil {
 				return nil, fmt.Errorf("mount dataset: %w", err)
+			}
+		}
+	}
+	// Temporary snapshots a copy or refresh made of its source.
+	snaps, err := output(ctx, "zfs", "list", "-H", "-o", "name", "-t", "snapshot", "-r", root+"/containers")
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range strings.Fields(snaps) {
+		if _, snap, _ := strings.Cut(name, "@"); strings.HasPrefix(snap, "copy-") {
+			if err := run(ctx, "zfs", "destroy", name); err != nil {
+				slog.Warn("remove leftover copy snapshot", "snapshot", name, "err", err)
 			}
 		}
 	}
@@ -634,7 +658,7 @@ func (z *ZFS) children(ctx context.Context, ds string) ([]string, error) {
 	names := []string{}
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
 		rest, ok := strings.CutPrefix(line, ds+"/")
-		if ok && !strings.Contains(rest, "/") && !strings.HasSuffix(rest, ".tmp") {
+		if ok && !strings.Contains(rest, "/") && !strings.HasSuffix(rest, ".tmp") && !strings.HasSuffix(rest, ".old") {
 			names = append(names, rest)
 		}
 	}
@@ -790,7 +814,7 @@ func (z *ZFS) Delete(ctx context.Context) error {
 			return fmt.Errorf("destroy zpool: %w", err)
 		}
 	} else {
-		for _, sub := range []string{"containers", "images", "snapshots", "deleted"} {
+		for _, sub := range []string{"containers", "images", "snapshots", "deleted", "custom"} {
 			if err := destroy(ctx, z.root+"/"+sub); err != nil {
 				return err
 			}
@@ -823,6 +847,9 @@ func sendRecv(ctx context.Context, snapshot, target string) error {
 		return fmt.Errorf("zfs send: %w", err)
 	}
 	rerr := recv.Run()
+	// recv may stop early (out of space): without the read end, send
+	// gets EPIPE instead of blocking on a full pipe forever.
+	_ = pipe.Close()
 	serr := send.Wait()
 	if serr != nil || rerr != nil {
 		return fmt.Errorf("zfs send %s | zfs recv %s: %s %s: %w", snapshot, target,
@@ -873,14 +900,284 @@ func (z *ZFS) CopySnapshotToInstance(ctx context.Context, inst, snap, dst string
 	return z.copyFrom(ctx, z.zfsSnap(inst, snap), dst)
 }
 
-// CopySnapshot implements storage.Driver. Not supported: a zfs snapshot
-// of the new volume cannot be made from another volume's snapshot.
-func (z *ZFS) CopySnapshot(_ context.Context, srcInst, snap, dstInst string) error {
-	return fmt.Errorf("%w: copying snapshot %s/%s to %s is not supported on zfs pools yet: copy with --instance-only",
-		storage.ErrInvalidConfig, srcInst, snap, dstInst)
+// SetQuota implements storage.Driver: refquota on the instance's dataset
+// (quota where the pool version lacks refquota).
+func (z *ZFS) SetQuota(ctx context.Context, instance string, bytes int64) error {
+	ds := z.instanceDS(instance)
+	if !exists(ctx, ds) {
+		return fmt.Errorf("instance volume %s does not exist", ds)
+	}
+	value := "none"
+	if bytes > 0 {
+		out, err := output(ctx, "zfs", "get", "-H", "-p", "-o", "value", "referenced", ds)
+		if err != nil {
+			return err
+		}
+		used, err := strconv.ParseInt(strings.TrimSpace(out), 10, 64)
+		if err != nil {
+			return fmt.Errorf("space used by %s: %q: %w", ds, out, err)
+		}
+		if used > bytes {
+			return storage.BelowUsed(instance, bytes, used)
+		}
+		value = strconv.FormatInt(bytes, 10)
+	}
+	err := run(ctx, "zfs", "set", "refquota="+value, ds)
+	if err != nil && strings.Contains(err.Error(), "refquota") && strings.Contains(err.Error(), "invalid property") {
+		err = run(ctx, "zfs", "set", "quota="+value, ds)
+	}
+	if err != nil {
+		return fmt.Errorf("set quota: %w", err)
+	}
+	return nil
 }
 
-// RefreshInstance implements storage.Driver. Not supported yet on zfs.
-func (z *ZFS) RefreshInstance(_ context.Context, src, dst string) error {
-	return fmt.Errorf("%w: refreshing %s from %s is not supported on zfs pools yet", storage.ErrInvalidConfig, dst, src)
+// snapshotsByCreation lists the zfs snapshots of a dataset, oldest first,
+// by their names after the @.
+func snapshotsByCreation(ctx context.Context, ds string) ([]string, error) {
+	out, err := output(ctx, "zfs", "list", "-H", "-o", "name", "-t", "snapshot", "-s", "creation", "-r", ds)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if s, ok := strings.CutPrefix(line, ds+"@"); ok {
+			names = append(names, s)
+		}
+	}
+	return names, nil
+}
+
+func guid(ctx context.Context, snapshot string) string {
+	out, err := output(ctx, "zfs", "get", "-H", "-o", "value", "guid", snapshot)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(out)
+}
+
+// sendInc sends the changes between two snapshots of a dataset into
+// target (rolled back to its latest snapshot first).
+func sendInc(ctx context.Context, from, to, target string) error {
+	send := exec.CommandContext(ctx, "zfs", "send", "-i", from, to)
+	recv := exec.CommandContext(ctx, "zfs", "recv", "-F", target)
+	var sendErr, recvErr strings.Builder
+	send.Stderr, recv.Stderr = &sendErr, &recvErr
+	pipe, err := send.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	recv.Stdin = pipe
+	if err := send.Start(); err != nil {
+		return fmt.Errorf("zfs send: %w", err)
+	}
+	rerr := recv.Run()
+	// recv may stop early (out of space): without the read end, send
+	// gets EPIPE instead of blocking on a full pipe forever.
+	_ = pipe.Close()
+	serr := send.Wait()
+	if serr != nil || rerr != nil {
+		return fmt.Errorf("zfs send -i %s %s | zfs recv %s: %s %s: %w", from, to, target,
+			strings.TrimSpace(sendErr.String()), strings.TrimSpace(recvErr.String()), errors.Join(serr, rerr))
+	}
+	return nil
+}
+
+// CopyInstanceWithSnapshots implements storage.SnapshotsCopier: the
+// snapshots, oldest first, then the volume's current content are sent
+// into a temporary dataset (the first in full, the rest as increments),
+// which is renamed into place and its snapshots exposed. All or nothing.
+func (z *ZFS) CopyInstanceWithSnapshots(ctx context.Context, src, dst string, snaps []string) (err error) {
+	srcDS, final := z.instanceDS(src), z.instanceDS(dst)
+	if exists(ctx, final) {
+		return fmt.Errorf("volume %s already exists", final)
+	}
+	all, err := snapshotsByCreation(ctx, srcDS)
+	if err != nil {
+		return err
+	}
+	var chain []string
+	for _, s := range all {
+		if name, ok := strings.CutPrefix(s, "snapshot-"); ok && slices.Contains(snaps, name) {
+			chain = append(chain, s)
+		}
+	}
+	if len(chain) != len(snaps) {
+		return fmt.Errorf("copy %s: snapshots %v not all found on pool %s", src, snaps, z.name)
+	}
+	tmp := final + ".tmp"
+	if err := destroy(ctx, tmp); err != nil {
+		return err
+	}
+	now := fmt.Sprintf("copy-%d", time.Now().UnixNano())
+	if err := run(ctx, "zfs", "snapshot", srcDS+"@"+now); err != nil {
+		return fmt.Errorf("snapshot source volume: %w", err)
+	}
+	defer func() { _ = run(context.WithoutCancel(ctx), "zfs", "destroy", srcDS+"@"+now) }()
+	chain = append(chain, now)
+	var exposed []string
+	defer func() {
+		if err != nil {
+			for _, s := range exposed {
+				_ = destroy(context.WithoutCancel(ctx), z.snapDS(dst, s))
+			}
+			_ = destroy(context.WithoutCancel(ctx), tmp)
+			_ = destroy(context.WithoutCancel(ctx), final)
+		}
+	}()
+	if err := sendRecv(ctx, srcDS+"@"+chain[0], tmp); err != nil {
+		return fmt.Errorf("copy volume: %w", err)
+	}
+	for i := 1; i < len(chain); i++ {
+		if err := sendInc(ctx, srcDS+"@"+chain[i-1], srcDS+"@"+chain[i], tmp); err != nil {
+			return fmt.Errorf("copy volume: %w", err)
+		}
+	}
+	if err := run(ctx, "zfs", "destroy", tmp+"@"+now); err != nil {
+		return err
+	}
+	if err := run(ctx, "zfs", "rename", tmp, final); err != nil {
+		return fmt.Errorf("copy volume: %w", err)
+	}
+	for _, s := range snaps {
+		if err := z.expose(ctx, dst, s); err != nil {
+			return err
+		}
+		exposed = append(exposed, s)
+	}
+	return nil
+}
+
+// expose makes the read-only clone of a snapshot at SnapshotPath.
+func (z *ZFS) expose(ctx context.Context, instance, snap string) error {
+	if !exists(ctx, z.snapshotsDS(instance)) {
+		if err := run(ctx, "zfs", "create", "-o", "canmount=off", z.snapshotsDS(instance)); err != nil {
+			return fmt.Errorf("create snapshots dataset: %w", err)
+		}
+	}
+	if err := run(ctx, "zfs", "clone", "-o", "readonly=on", z.zfsSnap(instance, snap), z.snapDS(instance, snap)); err != nil {
+		return fmt.Errorf("expose snapshot: %w", err)
+	}
+	return nil
+}
+
+// commonBase returns dst's latest snapshot when srcInst holds the same
+// one (same name and guid: dst's was received from it), else "".
+func (z *ZFS) commonBase(ctx context.Context, srcInst, dstInst string) (string, error) {
+	have, err := snapshotsByCreation(ctx, z.instanceDS(dstInst))
+	if err != nil || len(have) == 0 {
+		return "", err
+	}
+	last := have[len(have)-1]
+	g := guid(ctx, z.instanceDS(srcInst)+"@"+last)
+	if g == "" || g != guid(ctx, z.instanceDS(dstInst)+"@"+last) {
+		return "", nil
+	}
+	return last, nil
+}
+
+// CopySnapshot implements storage.Driver. A zfs snapshot belongs to its
+// volume's history: snap is sent as an increment from dstInst's latest
+// snapshot, which must be one dstInst received from srcInst, and snap
+// newer than it. The volume's content becomes snap's (a refresh then
+// brings it up to date).
+func (z *ZFS) CopySnapshot(ctx context.Context, srcInst, snap, dstInst string) error {
+	base, err := z.commonBase(ctx, srcInst, dstInst)
+	if err != nil {
+		return err
+	}
+	if base == "" {
+		have, err := snapshotsByCreation(ctx, z.instanceDS(dstInst))
+		if err != nil {
+			return err
+		}
+		if len(have) > 0 {
+			return fmt.Errorf("%w: snapshot %s/%s cannot be added to %s on a zfs pool: %s has no snapshot in common with %s to build on; copy it again (without --refresh)",
+				storage.ErrInvalidConfig, srcInst, snap, dstInst, dstInst, srcInst)
+		}
+		// No history to keep: dst becomes a full copy of the snapshot.
+		if err := z.swapIn(ctx, z.zfsSnap(srcInst, snap), dstInst, true); err != nil {
+			return err
+		}
+		return z.expose(ctx, dstInst, snap)
+	}
+	newer, err := z.newer(ctx, srcInst, strings.TrimPrefix(base, "snapshot-"))
+	if err != nil || !slices.Contains(newer, snap) {
+		return fmt.Errorf("%w: snapshot %s/%s is older than %s's latest snapshot %s: zfs cannot insert it; copy %s again (without --refresh)",
+			storage.ErrInvalidConfig, srcInst, snap, dstInst, strings.TrimPrefix(base, "snapshot-"), dstInst)
+	}
+	if err := sendInc(ctx, z.instanceDS(srcInst)+"@"+base, z.zfsSnap(srcInst, snap), z.instanceDS(dstInst)); err != nil {
+		return fmt.Errorf("copy snapshot: %w", err)
+	}
+	if err := z.expose(ctx, dstInst, snap); err != nil {
+		_ = run(context.WithoutCancel(ctx), "zfs", "destroy", z.zfsSnap(dstInst, snap))
+		return err
+	}
+	return nil
+}
+
+// RefreshInstance implements storage.Driver: the changes since the latest
+// snapshot both share are received into dst in one step (zfs recv is
+// atomic); without a common snapshot, a full copy is received next to dst
+// and swapped in (dst has no snapshots to keep then).
+func (z *ZFS) RefreshInstance(ctx context.Context, src, dst string) error {
+	srcDS, dstDS := z.instanceDS(src), z.instanceDS(dst)
+	base, err := z.commonBase(ctx, src, dst)
+	if err != nil {
+		return err
+	}
+	now := fmt.Sprintf("copy-%d", time.Now().UnixNano())
+	if err := run(ctx, "zfs", "snapshot", srcDS+"@"+now); err != nil {
+		return fmt.Errorf("snapshot source volume: %w", err)
+	}
+	defer func() { _ = run(context.WithoutCancel(ctx), "zfs", "destroy", srcDS+"@"+now) }()
+	if base != "" {
+		if err := sendInc(ctx, srcDS+"@"+base, srcDS+"@"+now, dstDS); err != nil {
+			return fmt.Errorf("refresh volume: %w", err)
+		}
+		return run(ctx, "zfs", "destroy", dstDS+"@"+now)
+	}
+	if have, err := snapshotsByCreation(ctx, dstDS); err != nil || len(have) > 0 {
+		return fmt.Errorf("%w: %s has snapshots that %s does not share: zfs cannot refresh it; copy it again (without --refresh)", storage.ErrInvalidConfig, dst, src)
+	}
+	return z.swapIn(ctx, srcDS+"@"+now, dst, false)
+}
+
+// swapIn replaces instance volume dst, which has no snapshots, by a full
+// copy of snapshot (kept as dst's snapshot when keep is set): received
+// next to dst, then swapped in by two renames. A crash between them
+// leaves dst.old, which Open puts back when dst is missing.
+func (z *ZFS) swapIn(ctx context.Context, snapshot, dst string, keep bool) error {
+	dstDS := z.instanceDS(dst)
+	old, tmp := dstDS+".old", dstDS+".tmp"
+	if err := destroy(ctx, old); err != nil {
+		return err
+	}
+	if err := destroy(ctx, tmp); err != nil {
+		return err
+	}
+	if err := sendRecv(ctx, snapshot, tmp); err != nil {
+		_ = destroy(context.WithoutCancel(ctx), tmp)
+		return fmt.Errorf("copy volume: %w", err)
+	}
+	if !keep {
+		_, name, _ := strings.Cut(snapshot, "@")
+		if err := run(ctx, "zfs", "destroy", tmp+"@"+name); err != nil {
+			_ = destroy(context.WithoutCancel(ctx), tmp)
+			return err
+		}
+	}
+	if err := run(ctx, "zfs", "rename", dstDS, old); err != nil {
+		_ = destroy(context.WithoutCancel(ctx), tmp)
+		return fmt.Errorf("swap volume: %w", err)
+	}
+	if err := run(ctx, "zfs", "rename", tmp, dstDS); err != nil {
+		_ = run(context.WithoutCancel(ctx), "zfs", "rename", old, dstDS)
+		_ = destroy(context.WithoutCancel(ctx), tmp)
+		return fmt.Errorf("swap volume: %w", err)
+	}
+	if err := destroy(ctx, old); err != nil {
+		slog.Warn("remove replaced volume", "dataset", old, "err", err)
+	}
+	return nil
 }

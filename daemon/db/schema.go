@@ -117,6 +117,30 @@ CREATE TABLE images_source (
 	alias    TEXT NOT NULL DEFAULT ''
 );
 `,
+	// 5: custom storage volumes.
+	`
+CREATE TABLE storage_volumes (
+	id          INTEGER PRIMARY KEY,
+	pool_id     INTEGER NOT NULL REFERENCES storage_pools(id) ON DELETE CASCADE,
+	name        TEXT NOT NULL,
+	description TEXT NOT NULL DEFAULT '',
+	config      TEXT NOT NULL DEFAULT '{}',
+	created_at  INTEGER NOT NULL,
+	-- ready is 0 while the volume is being made or deleted: such a row is
+	-- not shown, and a daemon that restarts after a crash removes it.
+	ready       INTEGER NOT NULL DEFAULT 0,
+	UNIQUE (pool_id, name)
+);
+CREATE TABLE storage_volumes_snapshots (
+	id          INTEGER PRIMARY KEY,
+	volume_id   INTEGER NOT NULL REFERENCES storage_volumes(id) ON DELETE CASCADE,
+	name        TEXT NOT NULL,
+	description TEXT NOT NULL DEFAULT '',
+	created_at  INTEGER NOT NULL,
+	ready       INTEGER NOT NULL DEFAULT 0,
+	UNIQUE (volume_id, name)
+);
+`,
 }
 
 func (d *DB) migrate(ctx context.Context) error {

@@ -29,6 +29,30 @@ type Config struct {
 	MemoryLimit int64
 	// Raw is raw.lxc, appended last so that it wins.
 	Raw string
+	// Mounts are bind mounts of host directories (disk devices).
+	Mounts []Mount
+}
+
+// Mount is a bind mount of a host directory into the container.
+type Mount struct {
+	// Source is the host path.
+	Source string
+	// Target is the path inside the container, relative to its root.
+	Target string
+	// ReadOnly mounts it read-only.
+	ReadOnly bool
+}
+
+// Entry is the mount's lxc.mount.entry value.
+func (m Mount) Entry() (string, error) {
+	if m.Source == "" || m.Target == "" || strings.ContainsAny(m.Source+m.Target, " \t\n\r\\") {
+		return "", fmt.Errorf("bind mount %q -> %q: paths must not be empty or hold spaces or control characters", m.Source, m.Target)
+	}
+	opts := "bind,create=dir"
+	if m.ReadOnly {
+		opts += ",ro"
+	}
+	return fmt.Sprintf("%s %s none %s 0 0", m.Source, m.Target, opts), nil
 }
 
 // cgroupV2Only reports whether the host has only the unified hierarchy; a
@@ -89,6 +113,13 @@ func (c Config) Render() (string, error) {
 	}
 	if c.CPUSet != "" {
 		line(prefix+cpuKey, c.CPUSet)
+	}
+	for _, m := range c.Mounts {
+		entry, err := m.Entry()
+		if err != nil {
+			return "", err
+		}
+		line("lxc.mount.entry", entry)
 	}
 	if c.Raw != "" {
 		b.WriteString(strings.TrimRight(c.Raw, "\n") + "\n")
