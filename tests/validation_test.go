@@ -207,7 +207,11 @@ func TestValidation(t *testing.T) {
 	t.Run("BadDevices", func(t *testing.T) {
 		before := validationTake(t, d)
 		for name, dev := range map[string]map[string]string{
-			"hostroot": {"type": "disk", "source": "/", "path": "/mnt"},
+			// Host paths are valid disk sources (as in LXD); a relative
+			// mount path, a missing source and an unknown key are not.
+			"relpath":  {"type": "disk", "source": "/tmp", "path": "mnt"},
+			"nosource": {"type": "disk", "source": "/no/such/dir", "path": "/mnt"},
+			"badkey":   {"type": "disk", "source": "/tmp", "path": "/mnt", "bogus": "1"},
 			"eth0":     {"type": "nic", "nictype": "bridged", "parent": "br0"},
 			"notype":   {"path": "/x"},
 		} {
@@ -217,7 +221,7 @@ func TestValidation(t *testing.T) {
 		}
 		before.same(t, d)
 		status, env := d.API("GET", "/1.0/instances/v1", nil)
-		if status != 200 || strings.Contains(string(env.Metadata), "hostroot") {
+		if status != 200 || strings.Contains(string(env.Metadata), "nosource") || strings.Contains(string(env.Metadata), "relpath") {
 			t.Errorf("a refused device was kept: %s", env.Metadata)
 		}
 	})
