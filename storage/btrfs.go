@@ -13,7 +13,9 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -40,7 +42,10 @@ type Btrfs struct {
 	source string
 	// mounted is true when celld mounts source at root (loop file or
 	// block device); false for an existing btrfs directory.
-	mounted      bool
+	mounted bool
+	// background counts deletions still running after the operation that
+	// started them answered; the pool waits for them before it goes.
+	background   sync.WaitGroup
 	mountOptions string
 }
 
@@ -451,11 +456,23 @@ func (b *Btrfs) RestoreSnapshot(ctx context.Context, instance, snap string) erro
 		_ = deleteSubvolumeTree(context.WithoutCancel(ctx), tmp)
 		return err
 	}
-	// tmp now holds the old content; a crash here leaves it to the next
-	// opening of the pool.
-	if err := deleteSubvolumeTree(ctx, tmp); err != nil {
-		slog.Warn("remove replaced volume", "path", tmp, "err", err)
+	// tmp now holds the old content. Deleting a subvolume costs time in
+	// proportion to what was written into it since the snapshot, and the
+	// restore is complete without it: move it to a name of its own (so that
+	// the next restore can use tmp at once) and delete it in the background.
+	// A crash before it is gone leaves a .tmp- entry, which the next opening
+	// of the pool removes.
+	doomed := fmt.Sprintf("%s-%d", tmp, time.Now().UnixNano())
+	if err := os.Rename(tmp, doomed); err != nil {
+		doomed = tmp
 	}
+	b.background.Add(1)
+	go func() {
+		defer b.background.Done()
+		if err := deleteSubvolumeTree(context.Background(), doomed); err != nil {
+			slog.Warn("remove replaced volume", "path", doomed, "err", err)
+		}
+	}()
 	return nil
 }
 
@@ -548,6 +565,7 @@ func (b *Btrfs) Update(ctx context.Context, config map[string]string) error {
 
 // Delete implements Driver.
 func (b *Btrfs) Delete(ctx context.Context) error {
+	b.background.Wait()
 	for _, sub := range []string{"images", "containers", "snapshots", "custom", "custom-snapshots"} {
 		dir := filepath.Join(b.root, sub)
 		entries, err := os.ReadDir(dir)
