@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 
 	"cell/tests/harness"
@@ -153,7 +154,28 @@ func copyCycle(t *testing.T, d *harness.Daemon, pool, src string, check func(src
 func TestCopyDir(t *testing.T) {
 	d := busyboxDaemon(t)
 	d.Launch("bb", "c1", nil)
-	copyCycle(t, d, filepath.Join(d.Dir, "storage-pools", "default"), "c1", nil)
+	pool := filepath.Join(d.Dir, "storage-pools", "default")
+
+	// A refresh is incremental: a file the source has unchanged is not
+	// copied again, it keeps its inode on the target.
+	inode := func(p string) uint64 {
+		t.Helper()
+		var st syscall.Stat_t
+		if err := syscall.Lstat(p, &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Ino
+	}
+	d.MustC("copy", "c1", "r1")
+	busybox := filepath.Join(pool, "containers", "r1", "rootfs", "bin", "busybox")
+	before := inode(busybox)
+	d.MustC("copy", "c1", "r1", "--refresh")
+	if after := inode(busybox); after != before {
+		t.Errorf("refresh copied an unchanged file again: inode %d, was %d", after, before)
+	}
+	d.MustC("delete", "r1")
+
+	copyCycle(t, d, pool, "c1", nil)
 }
 
 func TestCopyBtrfs(t *testing.T) {
