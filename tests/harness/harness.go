@@ -156,10 +156,17 @@ func BuildImage(script, name string) (string, error) {
 
 // Daemon is a celld started for one test.
 type Daemon struct {
-	t      testing.TB
-	Dir    string
-	Bin    string
-	Conf   string
+	t    testing.TB
+	Dir  string
+	Bin  string
+	Conf string
+	// proc is shared by the copies For makes, so that a subtest that
+	// restarts the daemon leaves the parent knowing the live process.
+	*proc
+}
+
+// proc is the running celld process of a Daemon.
+type proc struct {
 	cmd    *exec.Cmd
 	log    *os.File
 	exited chan struct{}
@@ -184,7 +191,7 @@ func StartDaemon(t testing.TB) *Daemon {
 	if err := os.Chmod(dir, 0o711); err != nil {
 		t.Fatal(err)
 	}
-	d := &Daemon{t: t, Dir: filepath.Join(dir, "cell"), Bin: bin, Conf: filepath.Join(dir, "conf")}
+	d := &Daemon{t: t, Dir: filepath.Join(dir, "cell"), Bin: bin, Conf: filepath.Join(dir, "conf"), proc: &proc{}}
 	t.Cleanup(func() { d.destroy(dir) })
 	d.Start()
 	return d
