@@ -149,8 +149,10 @@ func running() bool {
 func run(ctx context.Context, name string, args ...string) error {
 	_, err := output(ctx, name, args...)
 	// zfs-fuse lets go of a dataset's files lazily: a rename, unmount or
-	// destroy just after its last use can answer "busy" for a moment.
-	for i := 0; err != nil && strings.Contains(err.Error(), "busy") && i < 40; i++ {
+	// destroy just after its last use can answer "busy" for a moment; on a
+	// loaded machine (the test suite on 2 cores) that moment has been seen
+	// to last past 10 s, so keep trying for 30.
+	for i := 0; err != nil && strings.Contains(err.Error(), "busy") && i < 120; i++ {
 		select {
 		case <-ctx.Done():
 			return err

@@ -281,6 +281,7 @@ func (d *Daemon) destroy(dir string) {
 	if d.t.Failed() {
 		d.t.Logf("celld log:\n%s", tail(d.Log(), 60))
 	}
+	destroyZpoolsUnder(dir)
 	releaseMounts(d.t, dir)
 	if err := os.RemoveAll(dir); err != nil {
 		d.t.Errorf("remove test dir: %v", err)
@@ -517,4 +518,25 @@ func (d *Daemon) For(t testing.TB) *Daemon {
 	c := *d
 	c.t = t
 	return &c
+}
+
+// destroyZpoolsUnder destroys the zpools whose devices are files under dir
+// (a failed test's zfs pools), retrying while zfs-fuse says busy.
+func destroyZpoolsUnder(dir string) {
+	out, err := exec.Command("zpool", "list", "-H", "-o", "name").Output()
+	if err != nil {
+		return
+	}
+	for _, name := range strings.Fields(string(out)) {
+		status, _ := exec.Command("zpool", "status", name).Output()
+		if !strings.Contains(string(status), dir+"/") {
+			continue
+		}
+		for i := 0; i < 30; i++ {
+			if exec.Command("zpool", "destroy", "-f", name).Run() == nil {
+				break
+			}
+			time.Sleep(time.Second)
+		}
+	}
 }
