@@ -91,7 +91,7 @@ func createBtrfs(ctx context.Context, p Pool) (_ Driver, _ map[string]string, er
 			return nil, nil, fmt.Errorf("%w: size %s is too small: a btrfs pool needs at least 128MiB", ErrInvalidConfig, config["size"])
 		}
 		file := filepath.Join(p.DisksDir, p.Name+".img")
-		if err := makeLoopFile(file, size); err != nil {
+		if err := MakeLoopFile(file, size); err != nil {
 			return nil, nil, err
 		}
 		undo = append(undo, func() { _ = os.Remove(file) })
@@ -176,7 +176,10 @@ func openBtrfs(ctx context.Context, p Pool) (*Btrfs, error) {
 	return b, nil
 }
 
-func makeLoopFile(file string, size int64) error {
+// MakeLoopFile creates a new sparse file of size bytes to back a pool
+// (btrfs on a loop device, a zpool on a file); an existing file is never
+// reused, and a failure leaves no file.
+func MakeLoopFile(file string, size int64) error {
 	if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
 		return fmt.Errorf("create loop file: %w", err)
 	}

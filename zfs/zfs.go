@@ -240,7 +240,7 @@ func Create(ctx context.Context, p storage.Pool) (_ storage.Driver, _ map[string
 				return nil, nil, fmt.Errorf("%w: size %s is too small: a zfs pool needs at least 64MiB", storage.ErrInvalidConfig, config["size"])
 			}
 			vdev = filepath.Join(p.DisksDir, p.Name+".img")
-			if err := makeLoopFile(vdev, size); err != nil {
+			if err := storage.MakeLoopFile(vdev, size); err != nil {
 				return nil, nil, err
 			}
 			undo = append(undo, func() { _ = os.Remove(vdev) })
@@ -392,25 +392,6 @@ func Open(ctx context.Context, p storage.Pool) (storage.Driver, error) {
 		}
 	}
 	return z, nil
-}
-
-func makeLoopFile(file string, size int64) error {
-	if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
-		return fmt.Errorf("create loop file: %w", err)
-	}
-	f, err := os.OpenFile(file, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-	if err != nil {
-		return fmt.Errorf("create loop file: %w", err)
-	}
-	err = f.Truncate(size)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		_ = os.Remove(file)
-		return fmt.Errorf("size loop file: %w", err)
-	}
-	return nil
 }
 
 // removeDirs removes the empty directories under dir (the mount points
