@@ -141,6 +141,40 @@ CREATE TABLE storage_volumes_snapshots (
 	UNIQUE (volume_id, name)
 );
 `,
+	// 6: the TLS trust store (client certificates allowed on the HTTPS
+	// listener) and pending join tokens (only a hash of each secret is kept).
+	`
+CREATE TABLE certificates (
+	id          INTEGER PRIMARY KEY,
+	fingerprint TEXT NOT NULL UNIQUE,
+	type        TEXT NOT NULL DEFAULT 'client',
+	name        TEXT NOT NULL,
+	certificate TEXT NOT NULL,
+	restricted  INTEGER NOT NULL DEFAULT 0,
+	created_at  INTEGER NOT NULL
+);
+CREATE TABLE certificate_tokens (
+	id          INTEGER PRIMARY KEY,
+	name        TEXT NOT NULL,
+	secret_hash TEXT NOT NULL UNIQUE,
+	restricted  INTEGER NOT NULL DEFAULT 0,
+	created_at  INTEGER NOT NULL,
+	expires_at  INTEGER NOT NULL DEFAULT 0
+);
+`,
+	// 7: managed networks. ready is 0 while the bridge is being made or
+	// deleted: a daemon that restarts after a crash finishes the job.
+	`
+CREATE TABLE networks (
+	id          INTEGER PRIMARY KEY,
+	name        TEXT NOT NULL UNIQUE,
+	description TEXT NOT NULL DEFAULT '',
+	type        TEXT NOT NULL DEFAULT 'bridge',
+	config      TEXT NOT NULL DEFAULT '{}',
+	created_at  INTEGER NOT NULL,
+	ready       INTEGER NOT NULL DEFAULT 0
+);
+`,
 }
 
 func (d *DB) migrate(ctx context.Context) error {
