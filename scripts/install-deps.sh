@@ -9,7 +9,7 @@ export DEBIAN_FRONTEND=noninteractive
 PACKAGES=(
 	lxc lxc-dev golang-gopkg-lxc-go-lxc.v2-dev
 	busybox-static debootstrap squashfs-tools xz-utils zstd rsync
-	uidmap acl btrfs-progs zfs-fuse
+	uidmap acl btrfs-progs zfs-fuse dnsmasq-base nftables iproute2
 	lxd-client python3-pylxd
 	sqlite3 libsqlite3-dev
 	gcc make pkg-config ca-certificates
@@ -65,5 +65,9 @@ for f in /etc/subuid /etc/subgid; do
 		log "$f: added root:1000000:1000000000"
 	fi
 done
+
+# --- CRIU (live migration, stateful stop) --------------------------------------
+# Built from source and cached: Debian 12's criu does not work on this kernel.
+"$(dirname "$0")/build-criu.sh"
 
 log "done"
