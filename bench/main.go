@@ -486,6 +486,9 @@ func (b *bench) many(ctx context.Context) error {
 			}
 		}
 	}
+	if err := b.httpsRate(ctx, n); err != nil {
+		return err
+	}
 	logf("removing the %d instances", n)
 	for _, s := range b.servers() {
 		err := forEach(names[s], 4, func(name string) error {

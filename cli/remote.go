@@ -1,19 +1,26 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 	"gopkg.in/yaml.v3"
 
 	"cell/client"
+	"cell/shared/api"
+	"cell/shared/tlsutil"
 )
 
 // Remote is a server `c` knows by name.
@@ -171,7 +178,48 @@ func (c *Config) Connect(name string) (*client.Client, error) {
 	if path, ok := strings.CutPrefix(r.Addr, "unix://"); ok {
 		return client.ConnectUnix(path), nil
 	}
-	return nil, fmt.Errorf("remote %q (%s): only unix socket remotes are supported for now", name, r.Addr)
+	if !strings.HasPrefix(r.Addr, "https://") {
+		return nil, fmt.Errorf("remote %q (%s): the address must be unix:// or https://", name, r.Addr)
+	}
+	serverCert, err := os.ReadFile(ServerCertPath(name))
+	if err != nil {
+		return nil, fmt.Errorf("remote %q: no pinned server certificate (%w): remove it and add it again with `c remote add`", name, err)
+	}
+	certPEM, keyPEM, err := clientKeyPair(os.Stderr)
+	if err != nil {
+		return nil, err
+	}
+	cl, err := client.ConnectHTTPS(r.Addr, certPEM, keyPEM, serverCert)
+	if err != nil {
+		return nil, fmt.Errorf("remote %q: %w", name, err)
+	}
+	cl.SetRemoteName(name)
+	return cl, nil
+}
+
+// ServerCertPath is where a remote's server certificate is pinned, as in
+// lxc: servercerts/NAME.crt in the configuration directory.
+func ServerCertPath(remote string) string {
+	return filepath.Join(ConfigDir(), "servercerts", remote+".crt")
+}
+
+// clientKeyPair returns the client's certificate and key (PEM), generating
+// them on first use like lxc does.
+func clientKeyPair(stderr io.Writer) (certPEM, keyPEM []byte, err error) {
+	certPath, keyPath := filepath.Join(ConfigDir(), "client.crt"), filepath.Join(ConfigDir(), "client.key")
+	if !tlsutil.Exists(certPath) {
+		fmt.Fprintln(stderr, "Generating a client certificate. This may take a minute...")
+	}
+	if _, _, err := tlsutil.KeyPair(certPath, keyPath, true); err != nil {
+		return nil, nil, fmt.Errorf("client certificate: %w", err)
+	}
+	if certPEM, err = os.ReadFile(certPath); err == nil {
+		keyPEM, err = os.ReadFile(keyPath)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("client certificate: %w", err)
+	}
+	return certPEM, keyPEM, nil
 }
 
 // validRemoteName refuses names that cannot be written before a colon.
@@ -195,9 +243,36 @@ func checkRemoteURL(addr, protocol string) (string, error) {
 		if strings.HasPrefix(addr, "unix://") {
 			return addr, nil
 		}
-		return "", fmt.Errorf("remotes of protocol lxd over the network (another celld or LXD over HTTPS) are not supported yet: add image servers with --protocol simplestreams, or a local socket as unix:///path")
+		if strings.HasPrefix(addr, "/") {
+			return "unix://" + addr, nil
+		}
+		return httpsURL(addr)
 	}
 	return "", fmt.Errorf("Invalid protocol %q: use simplestreams or lxd", protocol)
+}
+
+// httpsURL completes the address of a server over HTTPS as lxc does:
+// "host", "host:port" or "https://host[:port]", port 8443 by default.
+func httpsURL(addr string) (string, error) {
+	rest := addr
+	if scheme, r, ok := strings.Cut(addr, "://"); ok {
+		if scheme != "https" {
+			return "", fmt.Errorf("Invalid URL scheme %q in %q: use https:// (or unix:// for a local socket)", scheme, addr)
+		}
+		rest = r
+	}
+	rest = strings.TrimSuffix(rest, "/")
+	if rest == "" || strings.ContainsAny(rest, "/?# ") {
+		return "", fmt.Errorf("Invalid address %q: want [https://]host[:port]", addr)
+	}
+	host, port, err := net.SplitHostPort(rest)
+	if err != nil {
+		host, port = strings.TrimSuffix(strings.TrimPrefix(rest, "["), "]"), "8443"
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return "", fmt.Errorf("Invalid port %q in %q", port, addr)
+	}
+	return "https://" + net.JoinHostPort(host, port), nil
 }
 
 // modifiable returns a remote the user may change.
@@ -265,21 +340,35 @@ func (a *app) cmdRemote() *cobra.Command {
 }
 
 func (a *app) cmdRemoteAdd() *cobra.Command {
-	var protocol, authType string
-	var public bool
+	var protocol, authType, password, token string
+	var public, acceptCert bool
 	cmd := &cobra.Command{
-		Use:   "add <remote> <URL>",
+		Use:   "add <remote> [<URL>|<token>]",
 		Short: "Add new remote servers",
 		Example: `  c remote add mirror https://my.mirror.example/ --protocol simplestreams
-      Add an image server`,
-		Args: checkArgs(2, 2),
+      Add an image server
+
+  c remote add host2 https://10.0.0.2:8443 --token TOKEN
+      Add another Cell (or LXD) server with a token from its "c config trust add"
+
+  c remote add host2 TOKEN
+      The same: the token holds the server's addresses`,
+		Args: checkArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			name, addr := args[0], args[1]
+			name, addr := args[0], args[0]
+			if len(args) > 1 {
+				addr = args[1]
+			}
 			if err := validRemoteName(name); err != nil {
 				return err
 			}
 			if _, ok := a.conf.Remotes[name]; ok {
 				return fmt.Errorf("Remote %s exists as <%s>", name, a.conf.Remotes[name].Addr)
+			}
+			if protocol == "lxd" && !public {
+				if tok, err := api.DecodeCertificateAddToken(addr); err == nil {
+					return a.addRemoteFromToken(cmd.Context(), name, addr, tok)
+				}
 			}
 			addr, err := checkRemoteURL(addr, protocol)
 			if err != nil {
@@ -289,6 +378,9 @@ func (a *app) cmdRemoteAdd() *cobra.Command {
 			if protocol == "simplestreams" {
 				r.Public, r.AuthType = true, ""
 			}
+			if protocol == "lxd" && strings.HasPrefix(addr, "https://") {
+				return a.addHTTPSRemote(cmd.Context(), name, r, httpsTrust{password: password, token: token, acceptCert: acceptCert})
+			}
 			a.conf.Remotes[name] = r
 			return a.conf.Save()
 		},
@@ -296,7 +388,182 @@ func (a *app) cmdRemoteAdd() *cobra.Command {
 	cmd.Flags().StringVar(&protocol, "protocol", "lxd", "Server protocol (lxd or simplestreams)")
 	cmd.Flags().StringVar(&authType, "auth-type", "", "Server authentication type (tls)")
 	cmd.Flags().BoolVar(&public, "public", false, "Public image server")
+	cmd.Flags().BoolVar(&acceptCert, "accept-certificate", false, "Accept certificate")
+	cmd.Flags().StringVar(&password, "password", "", "Remote admin password")
+	cmd.Flags().StringVar(&token, "token", "", "Remote trust token")
 	return cmd
+}
+
+// httpsTrust is how `c remote add` gets the server to trust this client.
+type httpsTrust struct {
+	password, token string
+	acceptCert      bool
+	// fingerprint, from a token, is the server certificate expected (no
+	// need to ask the user then).
+	fingerprint string
+}
+
+// addRemoteFromToken adds a remote from a token alone: the token names the
+// server's addresses and its certificate's fingerprint.
+func (a *app) addRemoteFromToken(ctx context.Context, name, raw string, tok *api.CertificateAddToken) error {
+	if len(tok.Addresses) == 0 {
+		return errors.New("the token lists no server address: give the URL too (c remote add NAME URL --token TOKEN)")
+	}
+	var errs []error
+	for _, addr := range tok.Addresses {
+		u, err := httpsURL(addr)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		err = a.addHTTPSRemote(ctx, name, Remote{Addr: u, Protocol: "lxd"}, httpsTrust{token: raw, fingerprint: tok.Fingerprint})
+		if err == nil {
+			return nil
+		}
+		var unreachable *unreachableError
+		if !errors.As(err, &unreachable) {
+			return err
+		}
+		errs = append(errs, err)
+	}
+	return fmt.Errorf("no address of the token answered: %w", errors.Join(errs...))
+}
+
+type unreachableError struct{ err error }
+
+func (e *unreachableError) Error() string { return e.err.Error() }
+func (e *unreachableError) Unwrap() error { return e.err }
+
+// addHTTPSRemote pins the server's certificate (after the user accepted
+// its fingerprint, or it matched the token's), gets the server to trust
+// this client (password or token, asking for one when needed), checks that
+// it does, and only then records the remote. A failure leaves neither the
+// remote nor its pinned certificate behind.
+func (a *app) addHTTPSRemote(ctx context.Context, name string, r Remote, trust httpsTrust) (err error) {
+	if _, _, err := clientKeyPair(a.stderr); err != nil {
+		return err
+	}
+	cert, err := tlsutil.FetchCertificate(ctx, strings.TrimPrefix(r.Addr, "https://"))
+	if err != nil {
+		return &unreachableError{fmt.Errorf("Unavailable remote server: %w", err)}
+	}
+	fp := tlsutil.Fingerprint(cert)
+	if trust.fingerprint == "" && trust.token != "" {
+		// --token with a URL: the token still says which server it is for.
+		if tok, err := api.DecodeCertificateAddToken(trust.token); err == nil {
+			trust.fingerprint = tok.Fingerprint
+		}
+	}
+	switch {
+	case trust.fingerprint != "":
+		if trust.fingerprint != fp {
+			return fmt.Errorf("Certificate fingerprint mismatch between certificate token and server %q: the token says %s, the server presents %s", r.Addr, trust.fingerprint, fp)
+		}
+	case !trust.acceptCert:
+		fmt.Fprintf(a.stdout, "Certificate fingerprint: %s\n", fp)
+		fmt.Fprint(a.stdout, "ok (y/n/[fingerprint])? ")
+		line, err := readLine(a.stdin)
+		if err != nil {
+			return err
+		}
+		if line != fp {
+			if line == "" || strings.ToLower(line[:1]) == "n" {
+				return errors.New("Server certificate NACKed by user")
+			} else if strings.ToLower(line[:1]) != "y" {
+				return errors.New("Please type 'y', 'n' or the fingerprint")
+			}
+		}
+	}
+	certPath := ServerCertPath(name)
+	if err := os.MkdirAll(filepath.Dir(certPath), 0o750); err != nil {
+		return fmt.Errorf("Could not create server cert dir: %w", err)
+	}
+	if err := os.WriteFile(certPath, tlsutil.EncodeCertPEM(cert), 0o644); err != nil {
+		return fmt.Errorf("Could not write server cert file %q: %w", certPath, err)
+	}
+	defer func() {
+		if err != nil {
+			_ = os.Remove(certPath)
+			delete(a.conf.Remotes, name)
+			delete(a.clients, name)
+		}
+	}()
+
+	if r.AuthType == "" {
+		r.AuthType = "tls"
+	}
+	a.conf.Remotes[name] = r
+	c, err := a.conf.Connect(name)
+	if err != nil {
+		return err
+	}
+	srv, _, err := c.GetServer(ctx)
+	if err != nil {
+		return err
+	}
+	if srv.Auth != "trusted" {
+		password := trust.password
+		if password == "" {
+			password = trust.token
+		}
+		if password == "" {
+			fmt.Fprintf(a.stdout, "Admin password (or token) for %s: ", name)
+			if password, err = readSecret(a.stdin); err != nil {
+				return err
+			}
+			fmt.Fprintln(a.stdout)
+		}
+		// LXD 5.0 servers take a token where the password goes; so does
+		// celld.
+		if err := c.TrustMe(ctx, password, ""); err != nil {
+			return err
+		}
+		if srv, _, err = c.GetServer(ctx); err != nil {
+			return err
+		}
+		if srv.Auth != "trusted" {
+			return errors.New("Server doesn't trust us after authentication")
+		}
+		fmt.Fprintln(a.stdout, "Client certificate now trusted by server:", name)
+	}
+	return a.conf.Save()
+}
+
+// readLine reads one line of an answer, without its newline.
+func readLine(in io.Reader) (string, error) {
+	var b strings.Builder
+	buf := make([]byte, 1)
+	for {
+		n, err := in.Read(buf)
+		if n > 0 {
+			if buf[0] == '\n' {
+				break
+			}
+			b.WriteByte(buf[0])
+		}
+		if errors.Is(err, io.EOF) {
+			if b.Len() == 0 {
+				return "", errors.New("no answer: standard input is closed")
+			}
+			break
+		}
+		if err != nil {
+			return "", fmt.Errorf("read answer: %w", err)
+		}
+	}
+	return strings.TrimSpace(b.String()), nil
+}
+
+// readSecret reads a password without echoing it when stdin is a terminal.
+func readSecret(in io.Reader) (string, error) {
+	if f, ok := in.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		pw, err := term.ReadPassword(int(f.Fd()))
+		if err != nil {
+			return "", fmt.Errorf("read password: %w", err)
+		}
+		return string(pw), nil
+	}
+	return readLine(in)
 }
 
 func (a *app) cmdRemoteRemove() *cobra.Command {
@@ -313,7 +580,13 @@ func (a *app) cmdRemoteRemove() *cobra.Command {
 				return errors.New("Can't remove the default remote")
 			}
 			delete(a.conf.Remotes, args[0])
-			return a.conf.Save()
+			if err := a.conf.Save(); err != nil {
+				return err
+			}
+			if err := os.Remove(ServerCertPath(args[0])); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("remove the pinned certificate: %w", err)
+			}
+			return nil
 		},
 	}
 }
@@ -338,6 +611,9 @@ func (a *app) cmdRemoteRename() *cobra.Command {
 			a.conf.Remotes[args[1]] = r
 			if a.conf.DefaultRemote == args[0] {
 				a.conf.DefaultRemote = args[1]
+			}
+			if err := os.Rename(ServerCertPath(args[0]), ServerCertPath(args[1])); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("rename the pinned certificate: %w", err)
 			}
 			return a.conf.Save()
 		},

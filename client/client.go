@@ -7,6 +7,8 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,6 +27,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"cell/shared/api"
+	"cell/shared/tlsutil"
 )
 
 // DefaultDir is the server's data directory when CELL_DIR is not set.
@@ -40,6 +43,7 @@ type Client struct {
 	baseURL string // scheme and host of HTTP requests, e.g. "http://unix.socket"
 	wsURL   string // scheme and host of websocket requests, e.g. "ws://unix.socket"
 	desc    string // where the server is, for error messages
+	remote  string // the remote's name, for error messages (SetRemoteName)
 }
 
 // DefaultSocketPath is $CELL_DIR/unix.socket, with CELL_DIR defaulting to
@@ -80,6 +84,66 @@ func ConnectUnix(socketPath string) *Client {
 		wsURL:   "ws://unix.socket",
 		desc:    socketPath,
 	}
+}
+
+// ConnectHTTPS returns a client for the server at addr ("https://host:port"
+// or "host:port") that authenticates with the client key pair (PEM) and
+// accepts exactly the server certificate serverCertPEM: servers use
+// self-signed certificates, so the certificate is pinned rather than
+// validated against a CA. Like ConnectUnix it does not contact the server.
+func ConnectHTTPS(addr string, clientCertPEM, clientKeyPEM, serverCertPEM []byte) (*Client, error) {
+	host := strings.TrimSuffix(strings.TrimPrefix(addr, "https://"), "/")
+	if host == "" || strings.ContainsAny(host, "/?#") {
+		return nil, fmt.Errorf("invalid server address %q: want https://host:port", addr)
+	}
+	var pair *tls.Certificate
+	if clientCertPEM != nil {
+		p, err := tls.X509KeyPair(clientCertPEM, clientKeyPEM)
+		if err != nil {
+			return nil, fmt.Errorf("load the client certificate: %w", err)
+		}
+		pair = &p
+	}
+	var pinned *x509.Certificate
+	if serverCertPEM != nil {
+		cert, err := tlsutil.ParseCertPEM(serverCertPEM)
+		if err != nil {
+			return nil, fmt.Errorf("the server certificate for %s: %w", addr, err)
+		}
+		pinned = cert
+	}
+	conf := tlsutil.ClientConfig(pair, pinned)
+	transport := &http.Transport{
+		TLSClientConfig:     conf,
+		Proxy:               http.ProxyFromEnvironment,
+		MaxIdleConnsPerHost: 4,
+		IdleConnTimeout:     30 * time.Second,
+		TLSHandshakeTimeout: 30 * time.Second,
+	}
+	return &Client{
+		http:    &http.Client{Transport: transport},
+		dialer:  &websocket.Dialer{TLSClientConfig: conf, HandshakeTimeout: 30 * time.Second, Proxy: http.ProxyFromEnvironment},
+		baseURL: "https://" + host,
+		wsURL:   "wss://" + host,
+		desc:    "https://" + host,
+	}, nil
+}
+
+// SetRemoteName names the remote this client talks to, so that a server
+// presenting another certificate than the pinned one is reported as such.
+func (c *Client) SetRemoteName(name string) { c.remote = name }
+
+// transportError explains a failed connection.
+func (c *Client) transportError(err error) error {
+	var mismatch *tlsutil.MismatchError
+	if errors.As(err, &mismatch) {
+		name := c.remote
+		if name == "" {
+			name = c.desc
+		}
+		return fmt.Errorf("the server's certificate changed since it was added as remote %s: its fingerprint was %s, is now %s", name, mismatch.Pinned, mismatch.Presented)
+	}
+	return fmt.Errorf("cannot reach the server at %s: %w", c.desc, err)
 }
 
 // Error is an error answer of the server. Message is the server's text
@@ -172,7 +236,7 @@ func (c *Client) rawDo(ctx context.Context, r request) (*http.Response, error) {
 		if errors.As(err, &uerr) {
 			err = uerr.Err
 		}
-		return nil, fmt.Errorf("cannot reach the server at %s: %w", c.desc, err)
+		return nil, c.transportError(err)
 	}
 	slog.Debug("api response", "method", r.method, "path", r.path, "status", resp.StatusCode)
 	return resp, nil
@@ -353,6 +417,10 @@ func (c *Client) websocket(ctx context.Context, p string, query url.Values) (*we
 			if _, apiErr := decodeEnvelope(resp); apiErr != nil {
 				return nil, apiErr
 			}
+		}
+		var mismatch *tlsutil.MismatchError
+		if errors.As(err, &mismatch) {
+			return nil, c.transportError(err)
 		}
 		return nil, fmt.Errorf("websocket %s: %w", p, err)
 	}
