@@ -70,7 +70,7 @@ done
 cat >"$R/etc/inittab" <<'INITTAB'
 # busybox init. SIGUSR2 = power off, SIGUSR1/SIGPWR = halt, SIGTERM = reboot.
 ::sysinit:/etc/init.d/rcS
-# keep one child under init; no getty, nothing that touches the network
+# keep one child under init; no getty; the network only through DHCP on eth0
 ::respawn:/bin/sleep 2147483647
 ::ctrlaltdel:/sbin/reboot
 ::shutdown:/bin/sync
@@ -85,9 +85,49 @@ mounted /proc || mount -t proc proc /proc 2>/dev/null
 mounted /sys || mount -t sysfs sysfs /sys 2>/dev/null
 mounted /run || mount -t tmpfs -o nosuid,nodev,mode=0755 tmpfs /run 2>/dev/null
 [ -s /etc/hostname ] && hostname -F /etc/hostname 2>/dev/null
+ip link set lo up 2>/dev/null
+# A nic (celld brings it up): ask for a lease in the background, so that
+# the boot does not wait for a DHCP server that may not exist.
+if [ -e /sys/class/net/eth0 ]; then
+	udhcpc -i eth0 -f -t 5 -T 1 -A 5 -s /etc/udhcpc.script -x hostname:"$(hostname)" \
+		</dev/null >/dev/null 2>&1 &
+fi
 exit 0
 RCS
 chmod 0755 "$R/etc/init.d/rcS"
+
+# busybox ships no udhcpc script. This one sets the leased address, the
+# default route and /etc/resolv.conf; it removes only the address it set
+# itself, so addresses configured by hand stay.
+cat >"$R/etc/udhcpc.script" <<'UDHCPC'
+#!/bin/sh
+state=/run/udhcpc.$interface
+case "$1" in
+deconfig)
+	ip link set "$interface" up
+	[ -s "$state" ] && ip addr del "$(cat "$state")" dev "$interface" 2>/dev/null
+	rm -f "$state"
+	;;
+bound | renew)
+	new="$ip/${mask:-24}"
+	if [ "$(cat "$state" 2>/dev/null)" != "$new" ]; then
+		[ -s "$state" ] && ip addr del "$(cat "$state")" dev "$interface" 2>/dev/null
+		ip addr add "$new" ${broadcast:+broadcast "$broadcast"} dev "$interface"
+		echo "$new" >"$state"
+	fi
+	for r in $router; do
+		ip route replace default via "$r" dev "$interface"
+		break
+	done
+	{
+		[ -n "$domain" ] && echo "search $domain"
+		for s in $dns; do echo "nameserver $s"; done
+	} >/etc/resolv.conf
+	;;
+esac
+exit 0
+UDHCPC
+chmod 0755 "$R/etc/udhcpc.script"
 
 cat >"$R/etc/passwd" <<'PASSWD'
 root:x:0:0:root:/root:/bin/sh

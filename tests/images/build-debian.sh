@@ -11,8 +11,10 @@
 # mirror, the suite and the architecture, so a second run only copies it.
 #
 # The image is quiet and offline-friendly: no NTP client, apt timers masked,
-# no network configuration enabled, empty /etc/machine-id, root password
-# locked. systemd halts (powers off) on SIGRTMIN+3: lxc.signal.halt = SIGRTMIN+3.
+# empty /etc/machine-id, root password locked. eth0, when the container has
+# one, is configured by DHCP (systemd-networkd); /etc/resolv.conf is written
+# from the lease by a small path unit (systemd-resolved is not in minbase,
+# and debootstrap cannot configure it). systemd halts (powers off) on SIGRTMIN+3: lxc.signal.halt = SIGRTMIN+3.
 set -euo pipefail
 
 SUITE=bookworm
@@ -169,6 +171,71 @@ mask() { local u; for u in "$@"; do ln -sfn /dev/null "$R/etc/systemd/system/$u"
 # nothing that reaches out on its own
 mask apt-daily.timer apt-daily-upgrade.timer apt-daily.service apt-daily-upgrade.service \
 	systemd-timesyncd.service
+# DHCP on eth0 only, nothing else on the link (no IPv6 autoconfiguration);
+# no waiting at boot for a network that a container without nics never gets
+mkdir -p "$R/etc/systemd/network" "$R/usr/local/sbin"
+cat >"$R/etc/systemd/network/eth0.network" <<'NETWORK'
+[Match]
+Name=eth0
+
+[Network]
+DHCP=ipv4
+LinkLocalAddressing=no
+IPv6AcceptRA=no
+
+[DHCPv4]
+UseDomains=yes
+NETWORK
+cat >"$R/usr/local/sbin/cell-resolvconf" <<'SCRIPT'
+#!/bin/sh
+# Write /etc/resolv.conf from systemd-networkd's DHCP leases.
+tmp=/etc/.resolv.conf.tmp
+for f in /run/systemd/netif/leases/*; do
+	[ -f "$f" ] || continue
+	sed -n 's/^DOMAINNAME=/search /p' "$f"
+	sed -n 's/^DNS=//p' "$f" | tr ' ' '\n' | sed -n 's/^./nameserver &/p'
+done >"$tmp"
+mv -f "$tmp" /etc/resolv.conf
+SCRIPT
+chmod 0755 "$R/usr/local/sbin/cell-resolvconf"
+cat >"$R/etc/systemd/system/cell-resolvconf.service" <<'UNIT'
+[Unit]
+Description=Write /etc/resolv.conf from DHCP leases
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/cell-resolvconf
+UNIT
+cat >"$R/etc/systemd/system/cell-resolvconf.path" <<'UNIT'
+[Unit]
+Description=Watch DHCP leases for /etc/resolv.conf
+
+[Path]
+PathChanged=/run/systemd/netif/leases
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+# liblxc mounts a writable /sys in unprivileged containers; systemd then
+# takes udev to be running (it is not in minbase) and networkd waits for it
+# forever. systemd's container interface wants /sys read-only: make it so.
+cat >"$R/etc/systemd/system/cell-sysfs-ro.service" <<'UNIT'
+[Unit]
+Description=Make /sys read-only, as systemd expects in a container
+DefaultDependencies=no
+Before=sysinit.target systemd-networkd.service
+ConditionVirtualization=container
+ConditionPathIsReadWrite=/sys
+
+[Service]
+Type=oneshot
+ExecStart=/bin/mount -o remount,bind,ro /sys
+
+[Install]
+WantedBy=sysinit.target
+UNIT
+chroot "$R" systemctl enable systemd-networkd.service cell-resolvconf.path cell-sysfs-ro.service
+mask systemd-networkd-wait-online.service
 # kernel filesystems a container must not mount: debugfs/tracefs fail unprivileged
 # (the system ends up "degraded") and would expose the host's when privileged
 mask sys-kernel-debug.mount sys-kernel-tracing.mount sys-kernel-config.mount
@@ -177,7 +244,7 @@ mask sys-kernel-debug.mount sys-kernel-tracing.mount sys-kernel-config.mount
 rm -f "$R/var/lib/dbus/machine-id"
 # root password locked
 sed -i 's/^root:[^:]*:/root:!*:/' "$R/etc/shadow"
-# host files that debootstrap copied in
+# host files that debootstrap copied in; resolv.conf comes from DHCP
 : >"$R/etc/resolv.conf"
 echo debian >"$R/etc/hostname"
 cat >"$R/etc/hosts" <<'HOSTS'
