@@ -38,3 +38,12 @@ bench: deps build
 
 clean:
 	rm -rf bin
+
+# Fuzz the parsers of what image servers and images send (each target for
+# FUZZTIME); `make test` already runs their seed corpora as unit tests.
+.PHONY: fuzz
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzProductsPaths$$' -fuzztime $(FUZZTIME) ./client/simplestreams
+	$(GO) test -run '^$$' -fuzz '^FuzzParseProducts$$' -fuzztime $(FUZZTIME) ./client/simplestreams
+	$(GO) test -run '^$$' -fuzz '^FuzzParseMetadata$$' -fuzztime $(FUZZTIME) ./images

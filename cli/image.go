@@ -77,7 +77,7 @@ func (a *app) cmdImage() *cobra.Command {
 	cmd.AddCommand(
 		a.cmdImageImport(), a.cmdImageList(), a.cmdImageShow(), a.cmdImageInfo(),
 		a.cmdImageEdit(), a.cmdImageDelete(), a.cmdImageExport(), a.cmdImageAlias(),
-		a.cmdImageCopy(),
+		a.cmdImageCopy(), a.cmdImageRefresh(), a.cmdImageExportSimplestreams(),
 	)
 	return cmd
 }
@@ -365,6 +365,12 @@ func (a *app) cmdImageShow() *cobra.Command {
 		Short: "Show image properties",
 		Args:  checkArgs(1, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if img, ok, err := a.imageOnServer(cmd.Context(), args[0]); ok || err != nil {
+				if err != nil {
+					return err
+				}
+				return a.printYAML(img.ImagePut)
+			}
 			c, fp, err := a.parseImage(cmd.Context(), args[0])
 			if err != nil {
 				return err
@@ -393,6 +399,13 @@ func (a *app) cmdImageInfo() *cobra.Command {
 		Short: "Show useful information about images",
 		Args:  checkArgs(1, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if img, ok, err := a.imageOnServer(cmd.Context(), args[0]); ok || err != nil {
+				if err != nil {
+					return err
+				}
+				a.printImageInfo(img)
+				return nil
+			}
 			c, fp, err := a.parseImage(cmd.Context(), args[0])
 			if err != nil {
 				return err
@@ -619,6 +632,40 @@ func fileExtension(name string) string {
 		}
 	}
 	return filepath.Ext(name)
+}
+
+func (a *app) cmdImageRefresh() *cobra.Command {
+	return &cobra.Command{
+		Use:   "refresh [<remote>:]<image> [[<remote>:]<image>...]",
+		Short: "Refresh images",
+		Long: `Refresh images
+
+Look for a newer version of each image on the image server it came from.
+A newer version is downloaded and takes over the image's aliases.`,
+		Args: checkArgs(1, -1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			for _, arg := range args {
+				c, fp, err := a.parseImage(ctx, arg)
+				if err != nil {
+					return err
+				}
+				op, err := c.RefreshImage(ctx, fp)
+				if err != nil {
+					return err
+				}
+				if err := a.waitDownload(ctx, c, op); err != nil {
+					return err
+				}
+				if refreshed, _ := op.Metadata["refreshed"].(bool); refreshed {
+					fmt.Fprintln(a.stdout, "Image refreshed successfully!")
+				} else {
+					fmt.Fprintln(a.stdout, "Image already up to date.")
+				}
+			}
+			return nil
+		},
+	}
 }
 
 func (a *app) cmdImageAlias() *cobra.Command {

@@ -3,6 +3,8 @@ package cli
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -11,6 +13,7 @@ import (
 
 	"cell/client"
 	"cell/client/simplestreams"
+	"cell/images"
 	"cell/shared/api"
 )
 
@@ -46,18 +49,42 @@ func (a *app) simplestreamsImages(ctx context.Context, remote string) ([]api.Ima
 	}
 	out := make([]api.Image, 0, len(imgs))
 	for _, img := range imgs {
-		ai := api.Image{
-			ImagePut:     api.ImagePut{Public: true, Properties: img.Properties},
-			Aliases:      []api.ImageAlias{},
-			Architecture: img.Architecture, Fingerprint: img.Fingerprint, Size: img.Size, Type: "container",
-			CreatedAt: img.CreatedAt, UploadedAt: img.CreatedAt, Filename: img.Meta.Path,
-		}
-		for _, al := range img.Aliases {
-			ai.Aliases = append(ai.Aliases, api.ImageAlias{Name: al})
-		}
-		out = append(out, ai)
+		out = append(out, apiImageOf(img))
 	}
 	return out, nil
+}
+
+// apiImageOf shows an image server's image as the API shows images.
+func apiImageOf(img simplestreams.Image) api.Image {
+	ai := api.Image{
+		ImagePut:     api.ImagePut{Public: true, Properties: img.Properties},
+		Aliases:      []api.ImageAlias{},
+		Architecture: img.Architecture, Fingerprint: img.Fingerprint, Size: img.Size, Type: "container",
+		CreatedAt: img.CreatedAt, UploadedAt: img.CreatedAt, Filename: img.Meta.Path,
+	}
+	for _, al := range img.Aliases {
+		ai.Aliases = append(ai.Aliases, api.ImageAlias{Name: al})
+	}
+	return ai
+}
+
+// imageOnServer resolves "remote:image" on an image server remote, as
+// image info and image show need; ok is false for other remotes.
+func (a *app) imageOnServer(ctx context.Context, arg string) (img *api.Image, ok bool, err error) {
+	remote, name, err := a.conf.ParseRemote(arg)
+	if err != nil || !a.conf.IsImageServer(remote) {
+		return nil, false, err
+	}
+	ss, err := a.imageServer(remote)
+	if err != nil {
+		return nil, true, err
+	}
+	found, err := ss.Resolve(ctx, name, "")
+	if err != nil {
+		return nil, true, err
+	}
+	ai := apiImageOf(found)
+	return &ai, true, nil
 }
 
 func (a *app) cmdImageCopy() *cobra.Command {
@@ -169,4 +196,152 @@ func (a *app) waitDownload(ctx context.Context, c *client.Client, op *client.Ope
 	wg.Wait()
 	p.done()
 	return err
+}
+
+// cmdImageExportSimplestreams writes a static image server. It is a `c`
+// command rather than a separate tool because it needs what `c` already
+// has: the remotes, the image export API, and the simplestreams package
+// whose reader is the other half of the same format.
+func (a *app) cmdImageExportSimplestreams() *cobra.Command {
+	return &cobra.Command{
+		Use:   "export-simplestreams <directory> [[<remote>:]<image>...]",
+		Short: "Write images as a static simplestreams image server",
+		Long: `Write images as a static simplestreams image server
+
+Adds the images (all images of the default remote when none is named) to
+the simplestreams tree in the directory, in the Linux Containers layout:
+streams/v1/index.json, streams/v1/images.json and the image files under
+images/. Served over HTTPS, the directory is an image server for c and lxc
+(c remote add NAME URL --protocol simplestreams). Running it again with a
+newer image of the same os/release/variant publishes a new version, which
+images copied with --auto-update follow.
+
+The product is named by the image's os, release and variant properties; its
+aliases are os/release/variant, os/release for the default variant, and the
+image's own aliases. Unified images are published split (metadata and rootfs
+tarballs), which gives them another fingerprint.`,
+		Example: `  c image export-simplestreams /srv/images my-base`,
+		Args:    checkArgs(1, -1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			dir, names := args[0], args[1:]
+			if len(names) == 0 {
+				names = []string{a.conf.DefaultRemote + ":"}
+			}
+			work, err := os.MkdirTemp("", "cell-export-simplestreams-")
+			if err != nil {
+				return err
+			}
+			defer os.RemoveAll(work)
+			var tree []simplestreams.TreeImage
+			for i, name := range names {
+				imgs, c, err := a.exportTargets(ctx, name)
+				if err != nil {
+					return err
+				}
+				for j, img := range imgs {
+					ti, err := a.exportForTree(ctx, c, img, filepath.Join(work, fmt.Sprintf("%d-%d", i, j)))
+					if err != nil {
+						return err
+					}
+					tree = append(tree, ti)
+				}
+			}
+			fps, err := simplestreams.WriteTree(dir, tree)
+			if err != nil {
+				return err
+			}
+			for i, t := range tree {
+				fmt.Fprintf(a.stdout, "%s/%s/%s: %s\n", strings.ToLower(t.OS), t.Release, t.Variant, fps[i])
+			}
+			return nil
+		},
+	}
+}
+
+// exportTargets lists the images an argument names: "remote:" is all of
+// them, anything else one image.
+func (a *app) exportTargets(ctx context.Context, arg string) ([]api.Image, *client.Client, error) {
+	if strings.HasSuffix(arg, ":") {
+		remote, _, err := a.conf.ParseRemote(arg)
+		if err != nil {
+			return nil, nil, err
+		}
+		c, err := a.client(remote)
+		if err != nil {
+			return nil, nil, err
+		}
+		imgs, err := c.GetImages(ctx)
+		return imgs, c, err
+	}
+	c, fp, err := a.parseImage(ctx, arg)
+	if err != nil {
+		return nil, nil, err
+	}
+	img, _, err := c.GetImage(ctx, fp)
+	if err != nil {
+		return nil, nil, err
+	}
+	return []api.Image{*img}, c, nil
+}
+
+// exportForTree downloads an image into dir, split as image servers
+// publish them, and describes it for the tree.
+func (a *app) exportForTree(ctx context.Context, c *client.Client, img api.Image, dir string) (simplestreams.TreeImage, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return simplestreams.TreeImage{}, err
+	}
+	meta, err := os.Create(filepath.Join(dir, "meta"))
+	if err != nil {
+		return simplestreams.TreeImage{}, err
+	}
+	defer meta.Close()
+	rootfs, err := os.Create(filepath.Join(dir, "rootfs"))
+	if err != nil {
+		return simplestreams.TreeImage{}, err
+	}
+	defer rootfs.Close()
+	res, err := c.ExportImage(ctx, img.Fingerprint, meta, rootfs, nil)
+	if err != nil {
+		return simplestreams.TreeImage{}, err
+	}
+	ti := simplestreams.TreeImage{
+		MetaFile: meta.Name(), RootfsFile: rootfs.Name(), Architecture: img.Architecture,
+		OS: img.Properties["os"], Release: img.Properties["release"], Variant: img.Properties["variant"],
+		Aliases: aliasNames(&img), CreatedAt: img.CreatedAt,
+	}
+	if ti.OS == "" {
+		ti.OS = "custom"
+	}
+	if ti.Release == "" {
+		ti.Release = img.Fingerprint[:12]
+	}
+	if ti.Variant == "" {
+		ti.Variant = "default"
+	}
+	if ti.CreatedAt.IsZero() {
+		ti.CreatedAt = img.UploadedAt
+	}
+	if res.RootfsName != "" {
+		magic := make([]byte, 4)
+		_, _ = rootfs.ReadAt(magic, 0)
+		ti.Squashfs = string(magic) == "hsqs"
+		return ti, nil
+	}
+	// A unified image: split it.
+	splitMeta, err := os.Create(filepath.Join(dir, "split-meta"))
+	if err != nil {
+		return ti, err
+	}
+	defer splitMeta.Close()
+	splitRoot, err := os.Create(filepath.Join(dir, "split-rootfs"))
+	if err != nil {
+		return ti, err
+	}
+	defer splitRoot.Close()
+	if err := images.SplitUnified(ctx, meta, splitMeta, splitRoot); err != nil {
+		return ti, fmt.Errorf("image %s: %w", img.Fingerprint, err)
+	}
+	ti.MetaFile, ti.RootfsFile = splitMeta.Name(), splitRoot.Name()
+	return ti, nil
 }

@@ -310,3 +310,24 @@ func (c *Client) DeleteImageAlias(ctx context.Context, name string) error {
 func (c *Client) CopyImage(ctx context.Context, req api.ImagesPost) (*Operation, error) {
 	return c.doOperation(ctx, request{method: http.MethodPost, path: "/1.0/images", body: req})
 }
+
+// RefreshImage asks the server to look for a newer version of an image
+// that came from an image server. After the operation, its metadata
+// "refreshed" says whether one was found.
+func (c *Client) RefreshImage(ctx context.Context, fingerprint string) (*Operation, error) {
+	return c.doOperation(ctx, request{method: http.MethodPost, path: urlPath("images", fingerprint, "refresh")})
+}
+
+// PublishRequest is POST /1.0/images from an instance or a snapshot
+// (source type "instance" or "snapshot", name "c1" or "c1/snap0"), with
+// LXD's compression_algorithm ("gzip", "xz", "zstd", "none").
+type PublishRequest struct {
+	api.ImagesPost
+	CompressionAlgorithm string `json:"compression_algorithm,omitempty"`
+}
+
+// PublishImage makes an image from an instance or a snapshot; the
+// operation's metadata names the new image's fingerprint.
+func (c *Client) PublishImage(ctx context.Context, req PublishRequest) (*Operation, error) {
+	return c.doOperation(ctx, request{method: http.MethodPost, path: "/1.0/images", body: req})
+}

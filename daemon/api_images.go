@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -160,15 +161,37 @@ func (l *lazyPart) Read(p []byte) (int, error) {
 func (d *Daemon) createImage(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	ctype, params, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if ctype == "" {
+		// Like LXD, a request without a type is JSON if it looks like
+		// it: no image file starts with "{" (compressed ones start with
+		// their magic, tarballs with a file name).
+		br := bufio.NewReader(r.Body)
+		if first, err := br.Peek(1); err == nil && first[0] == '{' {
+			ctype = "application/json"
+		}
+		r.Body = struct {
+			io.Reader
+			io.Closer
+		}{br, r.Body}
+	}
 	if ctype == "application/json" {
-		var req api.ImagesPost
+		var req imagesPost
 		if err := readJSON(r, &req); err != nil {
 			return err
 		}
-		if req.Source == nil || req.Source.Type != "image" {
-			return badRequest("creating images from instances is not supported yet: upload an image file or copy one from an image server (source type image)")
+		if req.Source == nil {
+			return badRequest("image source missing: upload an image file, or give a source of type image, instance or snapshot")
 		}
-		op, err := d.pullImage(ctx, req)
+		var op *operations.Operation
+		var err error
+		switch req.Source.Type {
+		case "instance", "container", "snapshot":
+			op, err = d.publishImage(ctx, req)
+		case "image":
+			op, err = d.pullImage(ctx, req.ImagesPost)
+		default:
+			return badRequest("image source type %q is not supported (use image, instance or snapshot)", req.Source.Type)
+		}
 		if err != nil {
 			return err
 		}
@@ -199,9 +222,6 @@ func (d *Daemon) createImage(w http.ResponseWriter, r *http.Request) error {
 		return fmt.Errorf("store image: %w", err)
 	}
 	props := map[string]string{}
-	for k, v := range info.Metadata.Properties {
-		props[k] = v
-	}
 	if raw := fileHeader(r, "properties"); raw != "" {
 		q, err := url.ParseQuery(raw)
 		if err != nil {
@@ -212,27 +232,14 @@ func (d *Daemon) createImage(w http.ResponseWriter, r *http.Request) error {
 			props[k] = q.Get(k)
 		}
 	}
-	img := db.Image{
-		Fingerprint: info.Fingerprint, Filename: fileHeader(r, "filename"), Size: info.Size,
-		Public: config.IsTrue(fileHeader(r, "public")), Architecture: normalizeArch(info.Metadata.Architecture),
-		Type: "container", Properties: props, UploadedAt: time.Now().UTC(),
+	var aliases []api.ImageAlias
+	for _, alias := range splitComma(fileHeader(r, "aliases")) {
+		aliases = append(aliases, api.ImageAlias{Name: alias})
 	}
-	if info.Metadata.CreationDate > 0 {
-		img.CreatedAt = time.Unix(info.Metadata.CreationDate, 0).UTC()
-	}
-	if info.Metadata.ExpiryDate > 0 {
-		img.ExpiresAt = time.Unix(info.Metadata.ExpiryDate, 0).UTC()
-	}
-	if err := d.db.CreateImage(ctx, img); err != nil {
-		_ = d.images.Delete(info.Fingerprint)
+	img, err := d.recordImage(ctx, info, fileHeader(r, "filename"), config.IsTrue(fileHeader(r, "public")), props, aliases)
+	if err != nil {
 		return err
 	}
-	for _, alias := range splitComma(fileHeader(r, "aliases")) {
-		if err := d.db.CreateImageAlias(ctx, db.ImageAlias{Name: alias, Fingerprint: img.Fingerprint}); err != nil {
-			return err
-		}
-	}
-	d.events.Lifecycle("image-created", "/1.0/images/"+img.Fingerprint, nil)
 	// The upload is done; the operation reports its result the way LXD
 	// clients expect.
 	op := d.ops.Start(ctx, operations.Spec{
@@ -244,6 +251,48 @@ func (d *Daemon) createImage(w http.ResponseWriter, r *http.Request) error {
 		},
 	})
 	return asyncResponse(w, op)
+}
+
+// recordImage adds the database row of an image just put in the store,
+// with its aliases; props override the properties of its metadata.yaml. On
+// error nothing of the image is left, files included.
+func (d *Daemon) recordImage(ctx context.Context, info images.Info, filename string, public bool, props map[string]string, aliases []api.ImageAlias) (db.Image, error) {
+	all := map[string]string{}
+	for k, v := range info.Metadata.Properties {
+		all[k] = v
+	}
+	for k, v := range props {
+		all[k] = v
+	}
+	img := db.Image{
+		Fingerprint: info.Fingerprint, Filename: filename, Size: info.Size,
+		Public: public, Architecture: normalizeArch(info.Metadata.Architecture),
+		Type: "container", Properties: all, UploadedAt: time.Now().UTC(),
+	}
+	if info.Metadata.CreationDate > 0 {
+		img.CreatedAt = time.Unix(info.Metadata.CreationDate, 0).UTC()
+	}
+	if info.Metadata.ExpiryDate > 0 {
+		img.ExpiresAt = time.Unix(info.Metadata.ExpiryDate, 0).UTC()
+	}
+	if err := d.db.CreateImage(ctx, img); err != nil {
+		_ = d.images.Delete(info.Fingerprint)
+		return img, err
+	}
+	for _, a := range aliases {
+		err := d.db.CreateImageAlias(ctx, db.ImageAlias{Name: a.Name, Description: a.Description, Fingerprint: img.Fingerprint})
+		if err != nil {
+			ctx := context.WithoutCancel(ctx)
+			_ = d.db.DeleteImage(ctx, img.Fingerprint)
+			_ = d.images.Delete(img.Fingerprint)
+			if errors.Is(err, db.ErrExists) {
+				return img, conflict("image alias %q already exists", a.Name)
+			}
+			return img, err
+		}
+	}
+	d.events.Lifecycle("image-created", "/1.0/images/"+img.Fingerprint, nil)
+	return img, nil
 }
 
 func (d *Daemon) putImage(w http.ResponseWriter, r *http.Request) error {
@@ -303,27 +352,32 @@ func (d *Daemon) deleteImage(w http.ResponseWriter, r *http.Request) error {
 		Description: "Deleting image",
 		Resources:   map[string][]string{"images": {"/1.0/images/" + img.Fingerprint}},
 		Run: func(ctx context.Context, op *operations.Operation) error {
-			unlock := d.locks.Lock("image/" + img.Fingerprint)
-			defer unlock()
-			if err := d.db.DeleteImage(ctx, img.Fingerprint); err != nil {
-				return err
-			}
-			// Instances made from it keep their own copies.
-			d.poolsMu.RLock()
-			defer d.poolsMu.RUnlock()
-			for _, p := range d.pools {
-				if err := p.DeleteImage(ctx, img.Fingerprint); err != nil {
-					return err
-				}
-			}
-			if err := d.images.Delete(img.Fingerprint); err != nil {
-				return err
-			}
-			d.events.Lifecycle("image-deleted", "/1.0/images/"+img.Fingerprint, nil)
-			return nil
+			return d.removeImage(ctx, img.Fingerprint)
 		},
 	})
 	return asyncResponse(w, op)
+}
+
+// removeImage deletes an image: its row and aliases, its volume in every
+// pool and its files. Instances made from it keep their own copies.
+func (d *Daemon) removeImage(ctx context.Context, fp string) error {
+	unlock := d.locks.Lock("image/" + fp)
+	defer unlock()
+	if err := d.db.DeleteImage(ctx, fp); err != nil {
+		return err
+	}
+	d.poolsMu.RLock()
+	defer d.poolsMu.RUnlock()
+	for _, p := range d.pools {
+		if err := p.DeleteImage(ctx, fp); err != nil {
+			return err
+		}
+	}
+	if err := d.images.Delete(fp); err != nil {
+		return err
+	}
+	d.events.Lifecycle("image-deleted", "/1.0/images/"+fp, nil)
+	return nil
 }
 
 // exportImage sends the image files: the unified tarball as is, or the

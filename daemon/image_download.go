@@ -113,19 +113,17 @@ func (d *Daemon) downloadImage(ctx context.Context, op *operations.Operation, c 
 		return local, nil
 	}
 
-	tmpDir := filepath.Join(d.dir, "images-download")
-	if err := os.MkdirAll(tmpDir, 0o700); err != nil {
-		return db.Image{}, fmt.Errorf("create download directory: %w", err)
-	}
-	meta, err := os.CreateTemp(tmpDir, img.Fingerprint[:12]+"-meta-*")
+	// Temporary files of the store: a daemon that dies during the
+	// download finds them removed at its next start (images.NewStore).
+	meta, err := d.images.TempFile(img.Fingerprint[:12] + "-meta")
 	if err != nil {
-		return db.Image{}, fmt.Errorf("create temporary file: %w", err)
+		return db.Image{}, err
 	}
 	defer os.Remove(meta.Name())
 	defer meta.Close()
-	rootfs, err := os.CreateTemp(tmpDir, img.Fingerprint[:12]+"-rootfs-*")
+	rootfs, err := d.images.TempFile(img.Fingerprint[:12] + "-rootfs")
 	if err != nil {
-		return db.Image{}, fmt.Errorf("create temporary file: %w", err)
+		return db.Image{}, err
 	}
 	defer os.Remove(rootfs.Name())
 	defer rootfs.Close()
@@ -238,6 +236,7 @@ func (d *Daemon) pullImage(ctx context.Context, req api.ImagesPost) (*operations
 			}
 			// A copy asked for by name is no longer only a cache entry.
 			if row.Cached || row.Public != req.Public || (req.AutoUpdate && !row.AutoUpdate) {
+				row.Cached = false
 				row.Public = req.Public
 				row.AutoUpdate = row.AutoUpdate || req.AutoUpdate
 				if err := d.db.UpdateImage(ctx, row); err != nil {

@@ -168,6 +168,17 @@ func (s *Store) Add(ctx context.Context, meta io.Reader, rootfs io.Reader, expec
 	return info, nil
 }
 
+// TempFile creates a temporary file in the store's directory, for a
+// download that is checked before it is added. NewStore removes such files
+// that a crash left behind; the caller removes it otherwise.
+func (s *Store) TempFile(name string) (*os.File, error) {
+	f, err := os.CreateTemp(s.dir, tmpPrefix+name+"-*")
+	if err != nil {
+		return nil, fmt.Errorf("create temporary file: %w", err)
+	}
+	return f, nil
+}
+
 // receive copies r into a new temporary file of the store, feeding h too.
 // The file is returned open and synced, for checking before the rename.
 func (s *Store) receive(ctx context.Context, r io.Reader, h hash.Hash) (*os.File, int64, error) {

@@ -229,10 +229,24 @@ func TestNewStoreRemovesStaleUploads(t *testing.T) {
 	if err := os.WriteFile(stale, []byte("half an upload"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	s, err := NewStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A download the daemon died in the middle of.
+	f, err := s.TempFile("0123456789ab-rootfs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("half a download"); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
 	if _, err := NewStore(dir); err != nil {
 		t.Fatal(err)
 	}
 	assertAbsent(t, stale)
+	assertAbsent(t, f.Name())
 }
 
 func TestParseMetadata(t *testing.T) {

@@ -93,3 +93,54 @@ func shiftACL(v []byte, m idmap.Map) ([]byte, error) {
 	}
 	return out, nil
 }
+
+// unshiftXattr is the inverse of shiftXattr, for packing a container's
+// files into an image: ids go back to the container's view, and a file
+// capability becomes a revision 2 value (valid for the namespace root, as
+// images carry them) when its root is the container's root. Ids the map
+// does not cover become 0, as the files' owners do.
+func unshiftXattr(name string, v []byte, m idmap.Map) ([]byte, error) {
+	if m.IsPrivileged() {
+		return v, nil
+	}
+	unshift := func(id int64, f func(int64) int64) uint32 {
+		if c := f(id); c >= 0 {
+			return uint32(c)
+		}
+		return 0
+	}
+	switch name {
+	case xattrCapability:
+		if len(v) < 4 {
+			return nil, fmt.Errorf("short %s value", xattrCapability)
+		}
+		magic := binary.LittleEndian.Uint32(v)
+		if magic&vfsCapRevisionMask != vfsCapRevision3 || len(v) != vfsCapSize3 {
+			return v, nil
+		}
+		rootID := unshift(int64(binary.LittleEndian.Uint32(v[vfsCapSize2:])), m.UnshiftUID)
+		if rootID != 0 {
+			return v[:vfsCapSize3:vfsCapSize3], nil
+		}
+		out := make([]byte, vfsCapSize2)
+		copy(out, v[:vfsCapSize2])
+		binary.LittleEndian.PutUint32(out, magic&^vfsCapRevisionMask|vfsCapRevision2)
+		return out, nil
+	case xattrACLAccess, xattrACLDefault:
+		if len(v) < aclHeaderSize || (len(v)-aclHeaderSize)%aclEntrySize != 0 {
+			return nil, fmt.Errorf("malformed POSIX ACL xattr of %d bytes", len(v))
+		}
+		out := append([]byte(nil), v...)
+		for off := aclHeaderSize; off < len(out); off += aclEntrySize {
+			id := int64(binary.LittleEndian.Uint32(out[off+4:]))
+			switch binary.LittleEndian.Uint16(out[off:]) {
+			case aclUser:
+				binary.LittleEndian.PutUint32(out[off+4:], unshift(id, m.UnshiftUID))
+			case aclGroup:
+				binary.LittleEndian.PutUint32(out[off+4:], unshift(id, m.UnshiftGID))
+			}
+		}
+		return out, nil
+	}
+	return v, nil
+}

@@ -159,8 +159,8 @@ func (d *DB) CreateImage(ctx context.Context, i Image) error {
 
 // UpdateImage replaces an image's writable fields.
 func (d *DB) UpdateImage(ctx context.Context, i Image) error {
-	_, err := d.sql.ExecContext(ctx, `UPDATE images SET public = ?, auto_update = ?, properties = ?, expires_at = ? WHERE fingerprint = ?`,
-		i.Public, i.AutoUpdate, mustJSON(i.Properties), unixOrZero(i.ExpiresAt), i.Fingerprint)
+	_, err := d.sql.ExecContext(ctx, `UPDATE images SET public = ?, auto_update = ?, cached = ?, properties = ?, expires_at = ? WHERE fingerprint = ?`,
+		i.Public, i.AutoUpdate, i.Cached, mustJSON(i.Properties), unixOrZero(i.ExpiresAt), i.Fingerprint)
 	if err != nil {
 		return fmt.Errorf("update image: %w", err)
 	}
