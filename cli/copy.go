@@ -33,11 +33,12 @@ change them. Snapshots are copied too, unless --instance-only is given.
 With --refresh an existing copy is brought up to date: its files, and its
 snapshots (missing ones added, ones gone from the source removed).
 
-For now only copies on the same server and the same storage pool are
-supported.`,
+-s copies to another storage pool of the same server (of any driver), with
+the snapshots unless --instance-only.`,
 		Example: `  c copy C01 C02
   c copy C01/snap0 C03
-  c copy C01 C02 --refresh`,
+  c copy C01 C02 --refresh
+  c copy C01 C04 -s fast`,
 		Args: checkArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()

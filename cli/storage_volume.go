@@ -17,7 +17,8 @@ func (a *app) cmdStorageVolume() *cobra.Command {
 		Short: "Manage storage volumes",
 	}
 	cmd.AddCommand(a.cmdVolumeCreate(), a.cmdVolumeList(), a.cmdVolumeShow(), a.cmdVolumeDelete(),
-		a.cmdVolumeRename(), a.cmdVolumeAttach(), a.cmdVolumeDetach(), a.cmdVolumeCopy(), a.cmdVolumeSnapshot(), a.cmdVolumeSnapshots())
+		a.cmdVolumeRename(), a.cmdVolumeAttach(), a.cmdVolumeDetach(), a.cmdVolumeCopy(), a.cmdVolumeSnapshot(), a.cmdVolumeSnapshots(),
+		a.cmdVolumeRestore())
 	return cmd
 }
 
@@ -164,10 +165,13 @@ func (a *app) cmdVolumeRename() *cobra.Command {
 }
 
 func (a *app) cmdVolumeCopy() *cobra.Command {
-	return &cobra.Command{
+	var volumeOnly bool
+	cmd := &cobra.Command{
 		Use:   "copy [<remote>:]<pool>/<volume> [<remote>:]<pool>/<volume>",
-		Short: "Copy custom storage volumes (within one pool)",
-		Args:  checkArgs(2, 2),
+		Short: "Copy custom storage volumes",
+		Long: `Copy a custom volume with its snapshots (without them: --volume-only),
+within a pool or to another pool, of the same driver or not.`,
+		Args: checkArgs(2, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, src, err := a.parseOne(args[0])
 			if err != nil {
@@ -182,9 +186,7 @@ func (a *app) cmdVolumeCopy() *cobra.Command {
 			if !ok1 || !ok2 {
 				return errors.New("give the volumes as <pool>/<volume>")
 			}
-			req := api.StorageVolumesPost{Name: volumeName(dstName), Type: "custom",
-				Source: api.StorageVolumeSource{Type: "copy", Pool: srcPool, Name: volumeName(srcName)}}
-			if err := c.CreateStoragePoolVolume(cmd.Context(), dstPool, req); err != nil {
+			if err := c.CopyStoragePoolVolume(cmd.Context(), srcPool, volumeName(srcName), dstPool, volumeName(dstName), volumeOnly); err != nil {
 				return err
 			}
 			if !a.flagQuiet {
@@ -193,6 +195,8 @@ func (a *app) cmdVolumeCopy() *cobra.Command {
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&volumeOnly, "volume-only", false, "Copy the volume without its snapshots")
+	return cmd
 }
 
 func (a *app) cmdVolumeAttach() *cobra.Command {
@@ -308,6 +312,21 @@ c storage volume snapshots POOL VOLUME.`,
 	}
 	cmd.Flags().StringVar(&description, "description", "", "Snapshot description")
 	return cmd
+}
+
+func (a *app) cmdVolumeRestore() *cobra.Command {
+	return &cobra.Command{
+		Use:   "restore [<remote>:]<pool> <volume> <snapshot>",
+		Short: "Restore custom storage volume snapshots",
+		Args:  checkArgs(3, 3),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, pool, err := a.parseOne(args[0])
+			if err != nil {
+				return err
+			}
+			return c.RestoreStoragePoolVolume(cmd.Context(), pool, volumeName(args[1]), args[2])
+		},
+	}
 }
 
 func (a *app) cmdVolumeSnapshots() *cobra.Command {

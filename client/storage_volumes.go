@@ -37,6 +37,36 @@ func (c *Client) UpdateStoragePoolVolume(ctx context.Context, pool, name string,
 	return c.sync(ctx, http.MethodPut, urlPath("storage-pools", pool, "volumes", "custom", name), put, etag)
 }
 
+// CopyStoragePoolVolume copies custom volume srcPool/src to pool/name,
+// with its snapshots unless volumeOnly (pools and drivers may differ).
+func (c *Client) CopyStoragePoolVolume(ctx context.Context, srcPool, src, pool, name string, volumeOnly bool) error {
+	type source struct {
+		api.StorageVolumeSource
+		VolumeOnly bool `json:"volume_only"`
+	}
+	req := struct {
+		api.StorageVolumesPost
+		Source source `json:"source"`
+	}{
+		StorageVolumesPost: api.StorageVolumesPost{Name: name, Type: "custom"},
+		Source:             source{api.StorageVolumeSource{Type: "copy", Pool: srcPool, Name: src}, volumeOnly},
+	}
+	op, err := c.doOperation(ctx, request{method: http.MethodPost, path: urlPath("storage-pools", pool, "volumes", "custom"), body: req})
+	if err != nil {
+		return err
+	}
+	return op.Wait(ctx)
+}
+
+// RestoreStoragePoolVolume puts a custom volume's snapshot back as its
+// content (LXD's PUT with "restore").
+func (c *Client) RestoreStoragePoolVolume(ctx context.Context, pool, name, snap string) error {
+	req := struct {
+		Restore string `json:"restore"`
+	}{snap}
+	return c.sync(ctx, http.MethodPut, urlPath("storage-pools", pool, "volumes", "custom", name), req, "")
+}
+
 // RenameStoragePoolVolume renames a custom volume.
 func (c *Client) RenameStoragePoolVolume(ctx context.Context, pool, name, newName string) error {
 	return c.sync(ctx, http.MethodPost, urlPath("storage-pools", pool, "volumes", "custom", name), api.StorageVolumePost{Name: newName}, "")

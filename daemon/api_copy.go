@@ -39,7 +39,8 @@ type copySource struct {
 
 // copyInstance answers POST /1.0/instances with source type "copy": a new
 // instance (or, with refresh, an existing one brought up to date) from a
-// local instance or snapshot on the same pool. As LXD: the request's
+// local instance or snapshot, on its pool or another one (the pool of the
+// request's root disk). As LXD: the request's
 // config and devices win over the source's, its profiles replace the
 // source's when given, and the copy renders its "copy" templates at its
 // first start.
@@ -133,19 +134,25 @@ func (d *Daemon) copyInstance(w http.ResponseWriter, r *http.Request, req api.In
 	if root["type"] != "disk" || root["path"] != "/" || root["pool"] == "" {
 		return badRequest("instance has no root disk device: add one with a pool (for example to the default profile)")
 	}
-	if root["pool"] != src.inst.Pool {
-		return badRequest("copy to pool %q: the source %q is on pool %q, and copies between pools are not supported yet", root["pool"], srcName, src.inst.Pool)
+	if _, err := d.db.StoragePool(ctx, root["pool"]); err != nil {
+		return err
 	}
-	pool, err := d.pool(src.inst.Pool)
+	pool, err := d.pool(root["pool"])
 	if err != nil {
 		return err
 	}
 	if _, err := rootSize(root, pool.Name()); err != nil {
 		return err
 	}
-	row.Pool = src.inst.Pool
+	row.Pool = root["pool"]
 	row.Config[keyApplyTemplate] = "copy"
 
+	srcPool := pool
+	if row.Pool != src.inst.Pool {
+		if srcPool, err = d.pool(src.inst.Pool); err != nil {
+			return err
+		}
+	}
 	if req.Source.Refresh {
 		if target, err := d.db.Instance(ctx, req.Name); err == nil {
 			return d.refreshInstance(w, r, src, target, pool, req.Source.InstanceOnly)
@@ -166,7 +173,7 @@ func (d *Daemon) copyInstance(w http.ResponseWriter, r *http.Request, req api.In
 		Description: "Creating instance",
 		Resources:   instanceResources(req.Name, srcName),
 		Run: func(ctx context.Context, op *operations.Operation) error {
-			err := d.fillCopy(ctx, row, src, pool, req.Source.InstanceOnly)
+			err := d.fillCopy(ctx, row, src, srcPool, pool, req.Source.InstanceOnly)
 			if err != nil {
 				slog.Error("copy instance", "instance", row.Name, "source", req.Source.Source, "err", err)
 				_ = pool.DeleteInstance(context.WithoutCancel(ctx), row.Name)
@@ -192,33 +199,44 @@ func (d *Daemon) lockPair(a, b string) func() {
 }
 
 // fillCopy copies the source's volume (and, unless instanceOnly, its
-// snapshots) to the new instance, then shows it.
-func (d *Daemon) fillCopy(ctx context.Context, row db.Instance, src copySource, pool storage.Driver, instanceOnly bool) error {
+// snapshots) from pool srcPool to the new instance on pool, then shows it.
+// Within a pool the driver copies as cheaply as it can; between two pools
+// the files are copied (storage.Across).
+func (d *Daemon) fillCopy(ctx context.Context, row db.Instance, src copySource, srcPool, pool storage.Driver, instanceOnly bool) error {
 	defer d.lockPair(row.Name, src.inst.Name)()
-	if src.snap != nil {
+	samePool := row.Pool == src.inst.Pool
+	var snaps []db.Snapshot
+	if src.snap == nil && !instanceOnly {
+		var err error
+		if snaps, err = d.db.Snapshots(ctx, src.inst.ID); err != nil {
+			return err
+		}
+	}
+	sc, withSnapshots := pool.(storage.SnapshotsCopier)
+	switch {
+	case src.snap != nil && samePool:
 		if err := pool.CopySnapshotToInstance(ctx, src.inst.Name, src.snap.Name, row.Name); err != nil {
 			return fmt.Errorf("copy snapshot volume: %w", err)
 		}
-	} else {
-		var snaps []db.Snapshot
-		if !instanceOnly {
-			var err error
-			if snaps, err = d.db.Snapshots(ctx, src.inst.ID); err != nil {
-				return err
-			}
+	case src.snap != nil:
+		if err := storage.CopySnapshotAcross(ctx, srcPool, src.inst.Name, src.snap.Name, pool, row.Name); err != nil {
+			return fmt.Errorf("copy snapshot volume to pool %s: %w", row.Pool, err)
 		}
-		if sc, ok := pool.(storage.SnapshotsCopier); ok && len(snaps) > 0 {
-			if err := d.copyWithSnapshots(ctx, sc, src.inst.Name, row, snaps); err != nil {
+	case !samePool:
+		if err := d.copyWithSnapshots(ctx, storage.Across(srcPool, pool), src.inst.Name, row, snaps); err != nil {
+			return err
+		}
+	case withSnapshots && len(snaps) > 0:
+		if err := d.copyWithSnapshots(ctx, sc, src.inst.Name, row, snaps); err != nil {
+			return err
+		}
+	default:
+		if err := pool.CopyInstance(ctx, src.inst.Name, row.Name); err != nil {
+			return fmt.Errorf("copy volume: %w", err)
+		}
+		for _, s := range snaps {
+			if err := d.copySnapshot(ctx, s, row, pool); err != nil {
 				return err
-			}
-		} else {
-			if err := pool.CopyInstance(ctx, src.inst.Name, row.Name); err != nil {
-				return fmt.Errorf("copy volume: %w", err)
-			}
-			for _, s := range snaps {
-				if err := d.copySnapshot(ctx, s, row, pool); err != nil {
-					return err
-				}
 			}
 		}
 	}

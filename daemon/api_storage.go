@@ -56,6 +56,14 @@ func (d *Daemon) apiPool(ctx context.Context, p db.StoragePool) (api.StoragePool
 	for _, u := range profiles {
 		usedBy = append(usedBy, "/1.0/profiles/"+u)
 	}
+	// Custom volumes too, as LXD (`lxc storage info` lists them).
+	volumes, err := d.db.Volumes(ctx, p.Name)
+	if err != nil {
+		return api.StoragePool{}, err
+	}
+	for _, v := range volumes {
+		usedBy = append(usedBy, volumeURL(p.Name, v.Name))
+	}
 	status := "Created"
 	if _, err := d.pool(p.Name); err != nil {
 		status = "Unavailable"
@@ -129,10 +137,15 @@ func (d *Daemon) createStoragePool(w http.ResponseWriter, r *http.Request) error
 	}
 	shared, local := splitPoolConfig(cfg)
 	row := db.StoragePool{Name: req.Name, Driver: req.Driver, Description: req.Description, Config: shared, Local: local}
-	if err := d.db.CreateStoragePool(ctx, row); err != nil {
+	err = d.db.CreateStoragePool(ctx, row)
+	if err != nil {
 		if derr := drv.Delete(context.WithoutCancel(ctx)); derr != nil {
 			slog.Error("remove storage pool after failed create", "pool", req.Name, "err", derr)
 		}
+	}
+	// Recorded (or removed): a crash from now on has nothing to undo.
+	storage.Created(d.storagePool(req.Name, req.Config))
+	if err != nil {
 		return err
 	}
 	d.poolsMu.Lock()

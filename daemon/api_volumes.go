@@ -151,7 +151,14 @@ func validateVolumeConfig(cfg map[string]string) error {
 func (d *Daemon) createStorageVolume(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	pool := chi.URLParam(r, "name")
-	var req api.StorageVolumesPost
+	// source.volume_only is LXD's: a copy without the snapshots.
+	var req struct {
+		api.StorageVolumesPost
+		Source struct {
+			api.StorageVolumeSource
+			VolumeOnly bool `json:"volume_only"`
+		} `json:"source"`
+	}
 	if err := readJSON(r, &req); err != nil {
 		return err
 	}
@@ -176,8 +183,8 @@ func (d *Daemon) createStorageVolume(w http.ResponseWriter, r *http.Request) err
 	switch req.Source.Type {
 	case "", "none":
 	case "copy":
-		if req.Source.Pool != "" && req.Source.Pool != pool {
-			return badRequest("volumes can only be copied within one pool so far (source pool %q, target %q)", req.Source.Pool, pool)
+		if req.Source.Pool == "" {
+			req.Source.Pool = pool
 		}
 		if err := config.ValidateEntityName("storage volume", req.Source.Name); err != nil {
 			return badRequest("source: %v", err)
@@ -194,13 +201,26 @@ func (d *Daemon) createStorageVolume(w http.ResponseWriter, r *http.Request) err
 	}
 	defer d.locks.Lock("volume/" + pool + "/" + req.Name)()
 	cfg := req.Config
+	var srcVD storage.VolumeDriver
+	var srcSnaps []db.VolumeSnapshot
 	if req.Source.Type == "copy" {
-		src, err := d.db.Volume(ctx, pool, req.Source.Name)
+		if _, err := d.db.StoragePool(ctx, req.Source.Pool); err != nil {
+			return err
+		}
+		src, err := d.db.Volume(ctx, req.Source.Pool, req.Source.Name)
 		if err != nil {
 			return err
 		}
 		if cfg == nil {
 			cfg = maps.Clone(src.Config)
+		}
+		if srcVD, err = d.volumeDriver(req.Source.Pool); err != nil {
+			return err
+		}
+		if !req.Source.VolumeOnly {
+			if srcSnaps, err = d.db.VolumeSnapshots(ctx, src.ID); err != nil {
+				return err
+			}
 		}
 	}
 	if cfg == nil {
@@ -214,8 +234,8 @@ func (d *Daemon) createStorageVolume(w http.ResponseWriter, r *http.Request) err
 		return err
 	}
 	if req.Source.Type == "copy" {
-		unlock := d.locks.Lock("volume/" + pool + "/" + req.Source.Name)
-		err = vd.CopyVolume(ctx, req.Source.Name, req.Name)
+		unlock := d.locks.Lock("volume/" + req.Source.Pool + "/" + req.Source.Name)
+		err = d.copyVolume(ctx, srcVD, req.Source.Name, vd, id, req.Name, req.Source.Pool == pool, srcSnaps)
 		unlock()
 	} else {
 		err = vd.CreateVolume(ctx, req.Name)
@@ -232,7 +252,42 @@ func (d *Daemon) createStorageVolume(w http.ResponseWriter, r *http.Request) err
 		return fmt.Errorf("create storage volume %s: %w", req.Name, err)
 	}
 	d.events.Lifecycle("storage-volume-created", volumeURL(pool, req.Name), nil)
+	if req.Source.Type == "copy" {
+		// LXD answers a copy with an operation, which its client waits on.
+		return d.doneResponse(w, ctx, "Copying storage volume", map[string][]string{"storage_volumes": {volumeURL(pool, req.Name)}})
+	}
 	return createdResponse(w, volumeURL(pool, req.Name))
+}
+
+// copyVolume fills new volume dst (row id) from volume src: on the same
+// pool without snapshots, by the driver's own copy (a clone on btrfs);
+// otherwise by storage.CopyVolumeBetween, which works between any two
+// drivers, with the snapshots' rows hidden until the copy is whole.
+func (d *Daemon) copyVolume(ctx context.Context, srcVD storage.VolumeDriver, src string, dstVD storage.VolumeDriver, id int64, dst string, samePool bool, snaps []db.VolumeSnapshot) error {
+	if samePool && len(snaps) == 0 {
+		return dstVD.CopyVolume(ctx, src, dst)
+	}
+	var ids []int64
+	var names []string
+	for _, s := range snaps {
+		sid, err := d.db.CreateVolumeSnapshot(ctx, db.VolumeSnapshot{VolumeID: id, Name: s.Name, Description: s.Description, CreatedAt: s.CreatedAt})
+		if err != nil {
+			return err
+		}
+		ids, names = append(ids, sid), append(names, s.Name)
+	}
+	if err := storage.CopyVolumeBetween(ctx, srcVD, src, dstVD, dst, names); err != nil {
+		for _, sid := range ids {
+			_ = d.db.DeleteVolumeSnapshot(context.WithoutCancel(ctx), sid)
+		}
+		return err
+	}
+	for _, sid := range ids {
+		if err := d.db.SetVolumeSnapshotReady(ctx, sid, true); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (d *Daemon) putStorageVolume(w http.ResponseWriter, r *http.Request) error {
@@ -254,9 +309,17 @@ func (d *Daemon) updateStorageVolume(w http.ResponseWriter, r *http.Request, pat
 	if err != nil {
 		return err
 	}
-	var req api.StorageVolumePut
+	// restore is LXD's: a PUT that names a snapshot restores it, and
+	// nothing else changes.
+	var req struct {
+		api.StorageVolumePut
+		Restore string `json:"restore"`
+	}
 	if err := readJSON(r, &req); err != nil {
 		return err
+	}
+	if req.Restore != "" {
+		return d.restoreStorageVolume(w, r, v, req.Restore)
 	}
 	cfg := req.Config
 	if patch {
@@ -281,6 +344,35 @@ func (d *Daemon) updateStorageVolume(w http.ResponseWriter, r *http.Request, pat
 		return err
 	}
 	d.events.Lifecycle("storage-volume-updated", volumeURL(pool, name), nil)
+	return syncResponse(w, nil)
+}
+
+// restoreStorageVolume puts a custom volume's snapshot back as its
+// content. The volume must not be mounted in a running instance (its
+// files would change under it); attached to stopped ones is fine.
+func (d *Daemon) restoreStorageVolume(w http.ResponseWriter, r *http.Request, v db.Volume, snap string) error {
+	ctx := r.Context()
+	if _, err := d.db.VolumeSnapshot(ctx, v.ID, snap); err != nil {
+		return err
+	}
+	vd, err := d.volumeDriver(v.Pool)
+	if err != nil {
+		return err
+	}
+	running, err := d.runningMounts(ctx, vd.VolumePath(v.Name))
+	if err != nil {
+		return err
+	}
+	if len(running) > 0 {
+		return badRequest("storage volume %q cannot be restored: running instances %s have it mounted (stop them first)", v.Name, strings.Join(running, ", "))
+	}
+	if err := vd.RestoreVolumeSnapshot(ctx, v.Name, snap); err != nil {
+		if errors.Is(err, storage.ErrInvalidConfig) {
+			return badRequest("%v", err)
+		}
+		return fmt.Errorf("restore snapshot %s of storage volume %s: %w", snap, v.Name, err)
+	}
+	d.events.Lifecycle("storage-volume-restored", volumeURL(v.Pool, v.Name), nil)
 	return syncResponse(w, nil)
 }
 

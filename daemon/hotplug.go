@@ -139,8 +139,15 @@ func (d *Daemon) updateMountEntries(name string, remove, add []liblxc.Mount) {
 
 // inMountNS runs fn on a thread of its own that has joined the mount
 // namespace of process pid (so that paths resolve inside the container's
-// root). The thread is never given back to the Go runtime: it ends with
-// the goroutine, so nothing else ever runs in that namespace.
+// root). Afterwards the thread goes back to celld's own mount namespace
+// and working directory before it ends: a thread left in the container's
+// namespace pins every mount of it (the container's rootfs, hotplugged
+// volumes) after the container stops, and zfs-fuse then answers "dataset
+// is busy" to destroying those datasets. A locked goroutine's thread
+// normally exits with it, but when the goroutine ran on the process's
+// main thread Go cannot end that thread and parks it forever instead, so
+// ending the goroutine is not enough. The thread is never given back to
+// the Go runtime.
 func inMountNS(pid int, fn func() error) error {
 	ns, err := os.Open(fmt.Sprintf("/proc/%d/ns/mnt", pid))
 	if err != nil {
@@ -150,6 +157,18 @@ func inMountNS(pid int, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
+		own, err := os.Open("/proc/thread-self/ns/mnt")
+		if err != nil {
+			errc <- fmt.Errorf("open celld's mount namespace: %w", err)
+			return
+		}
+		defer own.Close()
+		cwd, err := os.Open(".")
+		if err != nil {
+			errc <- fmt.Errorf("open celld's working directory: %w", err)
+			return
+		}
+		defer cwd.Close()
 		if err := unix.Unshare(unix.CLONE_FS); err != nil {
 			errc <- fmt.Errorf("unshare fs: %w", err)
 			return
@@ -158,7 +177,14 @@ func inMountNS(pid int, fn func() error) error {
 			errc <- fmt.Errorf("join the container's mount namespace: %w", err)
 			return
 		}
-		errc <- fn()
+		err = fn()
+		// Back before answering: the caller may stop the container next.
+		if serr := unix.Setns(int(own.Fd()), unix.CLONE_NEWNS); serr != nil {
+			slog.Error("a thread could not leave a container's mount namespace", "pid", pid, "err", serr)
+		} else if serr := unix.Fchdir(int(cwd.Fd())); serr != nil {
+			slog.Warn("restore the working directory of a thread", "err", serr)
+		}
+		errc <- err
 	}()
 	return <-errc
 }

@@ -192,6 +192,9 @@ type Registration struct {
 	// Create and Open are as the package's Create and Open.
 	Create func(ctx context.Context, p Pool) (Driver, map[string]string, error)
 	Open   func(ctx context.Context, p Pool) (Driver, error)
+	// Abandon removes whatever Create can have made for p (its config as
+	// asked for) when a crash interrupted it: see Recover.
+	Abandon func(ctx context.Context, p Pool) error
 }
 
 var registered = map[string]Registration{}
@@ -301,11 +304,21 @@ func Open(ctx context.Context, driver string, p Pool) (Driver, error) {
 
 // Create makes a new pool and returns its driver and its config as
 // completed by the driver (the source and size it chose). A failed create
-// leaves nothing behind.
-func Create(ctx context.Context, driver string, p Pool) (Driver, map[string]string, error) {
+// leaves nothing behind; nor does a crash during a successful one, once
+// the caller has called Recover at its next start: the caller calls
+// Created once it has recorded the pool.
+func Create(ctx context.Context, driver string, p Pool) (_ Driver, _ map[string]string, err error) {
 	if err := ValidateConfig(driver, p.Config); err != nil {
 		return nil, nil, err
 	}
+	if err := writeIntent(p, driver); err != nil {
+		return nil, nil, err
+	}
+	defer func() {
+		if err != nil {
+			Created(p) // undone by the driver: nothing to recover
+		}
+	}()
 	switch driver {
 	case "dir":
 		return createDir(p)

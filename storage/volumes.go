@@ -3,8 +3,12 @@ package storage
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
+	"syscall"
 )
 
 // VolumeDriver is implemented by drivers that store custom volumes: plain
@@ -33,6 +37,98 @@ type VolumeDriver interface {
 	// error. DeleteVolume removes a volume's snapshots with it, and
 	// RenameVolume moves them.
 	DeleteVolumeSnapshot(ctx context.Context, volume, snap string) error
+	// RestoreVolumeSnapshot replaces a custom volume's content by its
+	// snapshot's, whole: a failure or a crash leaves the old content or
+	// the snapshot's, never a mix. The snapshots stay (zfs, which can
+	// only roll back to the latest, refuses an older one with an error
+	// wrapping ErrInvalidConfig).
+	RestoreVolumeSnapshot(ctx context.Context, volume, snap string) error
+	// OpenVolumeSnapshot returns a directory holding a snapshot's files,
+	// read-only, and the function that lets go of it (zfs makes a
+	// temporary clone; dir and btrfs give the snapshot's own directory).
+	OpenVolumeSnapshot(ctx context.Context, volume, snap string) (path string, release func(), err error)
+}
+
+// mirror makes directory dst's content exactly src's: files dst has that
+// src lacks go, the rest is copied where its content differs (files the
+// same stay, sharing their blocks with dst's snapshots). As root, so that
+// ownership is kept (numerically: the ids belong to containers, not to
+// the host's user database), with hard links, ACLs, xattrs, device nodes
+// and holes in sparse files.
+func mirror(ctx context.Context, src, dst string) error {
+	// --checksum: a file rewritten within the same second with the same
+	// size (a snapshot, then a change) escapes rsync's size and time check.
+	cmd := exec.CommandContext(ctx, "rsync", "-aHAXS", "--checksum", "--numeric-ids", "--delete",
+		strings.TrimSuffix(src, "/")+"/", strings.TrimSuffix(dst, "/")+"/")
+	// rsync must not outlive the daemon (as copyTree).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("copy %s to %s: %s: %w", src, dst, strings.TrimSpace(string(out)), err)
+	}
+	return nil
+}
+
+// CopyVolumeBetween makes custom volume dstName on pool dst as a copy of
+// custom volume srcName on pool src, which may be another pool and
+// another driver: the named snapshots, oldest first, are each copied into
+// the new volume by rsync and snapshotted there (so that on btrfs and zfs
+// the copy's snapshots share the blocks they have in common, as the
+// source's do), then the volume's current content. All or nothing: a
+// failure removes the new volume with its snapshots.
+func CopyVolumeBetween(ctx context.Context, src VolumeDriver, srcName string, dst VolumeDriver, dstName string, snaps []string) (err error) {
+	if err := dst.CreateVolume(ctx, dstName); err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			if derr := dst.DeleteVolume(context.WithoutCancel(ctx), dstName); derr != nil {
+				slog.Error("remove a volume after a failed copy", "volume", dstName, "err", derr)
+			}
+		}
+	}()
+	target := dst.VolumePath(dstName)
+	for _, snap := range snaps {
+		path, release, err := src.OpenVolumeSnapshot(ctx, srcName, snap)
+		if err != nil {
+			return fmt.Errorf("read snapshot %s/%s: %w", srcName, snap, err)
+		}
+		err = mirror(ctx, path, target)
+		release()
+		if err != nil {
+			return err
+		}
+		if err := os.Chmod(target, customMode); err != nil {
+			return fmt.Errorf("set volume mode: %w", err)
+		}
+		if err := dst.CreateVolumeSnapshot(ctx, dstName, snap); err != nil {
+			return fmt.Errorf("snapshot %s/%s: %w", dstName, snap, err)
+		}
+	}
+	if err := mirror(ctx, src.VolumePath(srcName), target); err != nil {
+		return err
+	}
+	if err := os.Chmod(target, customMode); err != nil {
+		return fmt.Errorf("set volume mode: %w", err)
+	}
+	return nil
+}
+
+// OpenVolumeSnapshot implements VolumeDriver.
+func (d *Dir) OpenVolumeSnapshot(ctx context.Context, volume, snap string) (string, func(), error) {
+	path := filepath.Join(d.volumeSnapshotsDir(volume), snap)
+	if _, err := os.Stat(path); err != nil {
+		return "", nil, fmt.Errorf("snapshot %s/%s: %w", volume, snap, err)
+	}
+	return path, func() {}, nil
+}
+
+// OpenVolumeSnapshot implements VolumeDriver.
+func (b *Btrfs) OpenVolumeSnapshot(ctx context.Context, volume, snap string) (string, func(), error) {
+	path := filepath.Join(b.volumeSnapshotsDir(volume), snap)
+	if _, err := os.Stat(path); err != nil {
+		return "", nil, fmt.Errorf("snapshot %s/%s: %w", volume, snap, err)
+	}
+	return path, func() {}, nil
 }
 
 // customMode is a custom volume's top directory's mode: the container's
@@ -172,6 +268,66 @@ func (b *Btrfs) RenameVolume(ctx context.Context, oldName, newName string) error
 // every block with src.
 func (b *Btrfs) CopyVolume(ctx context.Context, src, dst string) error {
 	return b.snapshotVolume(ctx, b.VolumePath(src), b.VolumePath(dst), false)
+}
+
+// RestoreVolumeSnapshot implements VolumeDriver: a copy of the snapshot,
+// built next to the volume and swapped in.
+func (d *Dir) RestoreVolumeSnapshot(ctx context.Context, volume, snap string) error {
+	src := filepath.Join(d.volumeSnapshotsDir(volume), snap)
+	if _, err := os.Stat(src); err != nil {
+		return fmt.Errorf("snapshot %s/%s: %w", volume, snap, err)
+	}
+	vol := d.VolumePath(volume)
+	tmp := restorePath(vol)
+	if err := os.RemoveAll(tmp); err != nil {
+		return fmt.Errorf("clear leftover %s: %w", tmp, err)
+	}
+	if err := copyTree(ctx, src, tmp); err != nil {
+		_ = os.RemoveAll(tmp)
+		return err
+	}
+	if err := os.Chmod(tmp, customMode); err != nil {
+		_ = os.RemoveAll(tmp)
+		return fmt.Errorf("set volume mode: %w", err)
+	}
+	if err := exchange(tmp, vol); err != nil {
+		_ = os.RemoveAll(tmp)
+		return err
+	}
+	// tmp holds the old content now (a crash leaves it to the next open).
+	if err := os.RemoveAll(tmp); err != nil {
+		slog.Warn("remove replaced volume", "path", tmp, "err", err)
+	}
+	return nil
+}
+
+// RestoreVolumeSnapshot implements VolumeDriver: a writable snapshot of
+// the snapshot, swapped in; the old subvolume is deleted afterwards.
+func (b *Btrfs) RestoreVolumeSnapshot(ctx context.Context, volume, snap string) error {
+	src := filepath.Join(b.volumeSnapshotsDir(volume), snap)
+	if _, err := os.Stat(src); err != nil {
+		return fmt.Errorf("snapshot %s/%s: %w", volume, snap, err)
+	}
+	vol := b.VolumePath(volume)
+	tmp := restorePath(vol)
+	if err := deleteSubvolumeTree(ctx, tmp); err != nil {
+		return fmt.Errorf("clear leftover %s: %w", tmp, err)
+	}
+	if err := run(ctx, "btrfs", "subvolume", "snapshot", src, tmp); err != nil {
+		return fmt.Errorf("snapshot the snapshot: %w", err)
+	}
+	if err := os.Chmod(tmp, customMode); err != nil {
+		_ = deleteSubvolumeTree(context.WithoutCancel(ctx), tmp)
+		return fmt.Errorf("set volume mode: %w", err)
+	}
+	if err := exchange(tmp, vol); err != nil {
+		_ = deleteSubvolumeTree(context.WithoutCancel(ctx), tmp)
+		return err
+	}
+	if err := deleteSubvolumeTree(ctx, tmp); err != nil {
+		slog.Warn("remove replaced volume", "path", tmp, "err", err)
+	}
+	return nil
 }
 
 var (

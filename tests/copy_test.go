@@ -195,12 +195,11 @@ func TestCopyBtrfs(t *testing.T) {
 			t.Errorf("copy %s is read-only", dstVol)
 		}
 	})
-	// A copy to another pool is refused clearly.
+	// A copy from the dir pool to the btrfs one is a subvolume there.
 	d.MustC("launch", "bb", "b5")
-	if _, errOut, code := d.C("copy", "b5", "b6", "-s", "fast"); code == 0 || !strings.Contains(errOut, "pool") {
-		t.Errorf("copy between pools: exit %d: %s", code, errOut)
-	}
-	d.MustC("delete", "-f", "b5")
+	d.MustC("copy", "b5", "b6", "-s", "fast")
+	subvolumeField(t, filepath.Join(d.Dir, "storage-pools", "fast", "containers", "b6"), "UUID")
+	d.MustC("delete", "-f", "b5", "b6")
 	d.MustC("storage", "delete", "fast")
 }
 
@@ -231,4 +230,100 @@ func TestCopyLXC(t *testing.T) {
 	if out := d.MustC("exec", "l2", "--", "cat", "/root/f"); strings.TrimSpace(out) != "two" {
 		t.Errorf("after lxc copy --refresh: %q", out)
 	}
+}
+
+// TestCopyAcrossPools copies instances with their snapshots from a dir
+// pool to btrfs, from btrfs to zfs and from zfs back to dir (`c copy -s`),
+// and a snapshot to another pool: each copy boots with the source's
+// files, its snapshots hold their own content and are snapshots of the
+// new pool's driver, and a refused copy leaves nothing.
+func TestCopyAcrossPools(t *testing.T) {
+	requireBtrfs(t)
+	requireZFS(t)
+	var testDir string
+	checkNoLeftovers(t, &testDir)
+	d := harness.StartDaemon(t)
+	testDir = filepath.Dir(d.Dir)
+	d.ImportImage(harness.BusyboxImage(t), "bb")
+	quotaPool(t, d, "bt", "btrfs", "size=1GiB")
+	zpool := quotaPool(t, d, "zt", "zfs", "size=1GiB")
+	cat := func(inst string) string {
+		out, _, code := d.C("exec", inst, "--", "cat", "/root/data")
+		if code != 0 {
+			return "<missing>"
+		}
+		return strings.TrimSpace(out)
+	}
+	poolOf := func(inst string) string {
+		_, env := d.API("GET", "/1.0/instances/"+inst, nil)
+		var i struct {
+			ExpandedDevices map[string]map[string]string `json:"expanded_devices"`
+		}
+		if err := json.Unmarshal(env.Metadata, &i); err != nil {
+			t.Fatal(err)
+		}
+		return i.ExpandedDevices["root"]["pool"]
+	}
+
+	d.Launch("bb", "a", nil)
+	d.MustC("exec", "a", "--", "sh", "-c", "echo one > /root/data")
+	d.MustC("snapshot", "a", "s0")
+	d.MustC("exec", "a", "--", "sh", "-c", "echo two > /root/data")
+
+	// dir -> btrfs -> zfs -> dir, each with the snapshot.
+	for _, step := range [][3]string{{"a", "b", "bt"}, {"b", "z", "zt"}, {"z", "back", "default"}} {
+		src, dst, pool := step[0], step[1], step[2]
+		d.MustC("copy", src, dst, "-s", pool)
+		if got := poolOf(dst); got != pool {
+			t.Fatalf("copy %s is on pool %q, want %s", dst, got, pool)
+		}
+		if got := snapshotNames(t, d, dst); !slices.Equal(got, []string{"s0"}) {
+			t.Fatalf("copy %s's snapshots = %v, want [s0]", dst, got)
+		}
+		d.MustC("start", dst)
+		if got := cat(dst); got != "two" {
+			t.Fatalf("copy %s's data = %q, want two", dst, got)
+		}
+		if got := strings.TrimSpace(d.MustC("exec", dst, "--", "hostname")); got != dst {
+			t.Errorf("copy %s's hostname = %q", dst, got)
+		}
+		d.MustC("stop", "-f", dst)
+	}
+	// The snapshots are the new driver's own.
+	if got := subvolumeField(t, filepath.Join(d.Dir, "storage-pools", "bt", "snapshots", "b", "s0"), "Flags"); got != "readonly" {
+		t.Errorf("btrfs copy's snapshot flags = %q, want readonly", got)
+	}
+	zfsOut(t, "list", zpool+"/containers/z@snapshot-s0")
+	// and hold the snapshot's content.
+	for _, inst := range []string{"b", "z", "back"} {
+		d.MustC("restore", inst, "s0")
+		d.MustC("start", inst)
+		if got := cat(inst); got != "one" {
+			t.Errorf("%s restored to s0: data = %q, want one", inst, got)
+		}
+		d.MustC("stop", "-f", inst)
+	}
+
+	// A snapshot to another pool, and --instance-only.
+	d.MustC("copy", "a/s0", "fromsnap", "-s", "zt")
+	d.MustC("copy", "a", "bare", "-s", "bt", "--instance-only")
+	if got := snapshotNames(t, d, "bare"); len(got) != 0 {
+		t.Errorf("--instance-only copy has snapshots %v", got)
+	}
+	d.MustC("start", "fromsnap")
+	if got := cat("fromsnap"); got != "one" {
+		t.Errorf("snapshot copied to zfs: data = %q, want one", got)
+	}
+
+	// A pool that does not exist: 404, nothing made.
+	if _, errOut, code := d.C("copy", "a", "nowhere", "-s", "nope"); code == 0 || !strings.Contains(errOut, "nope") {
+		t.Errorf("copy to a missing pool: exit %d %q", code, errOut)
+	}
+	if status, _ := d.API("GET", "/1.0/instances/nowhere", nil); status != http.StatusNotFound {
+		t.Errorf("refused copy left instance nowhere: %d", status)
+	}
+
+	d.MustC("delete", "-f", "a", "b", "z", "back", "fromsnap", "bare")
+	d.MustC("storage", "delete", "bt")
+	d.MustC("storage", "delete", "zt")
 }

@@ -215,3 +215,87 @@ func TestZFSCopy(t *testing.T) {
 	d.MustC("delete", "-f", "z5", "z6")
 	d.MustC("storage", "delete", "tank")
 }
+
+// TestZFSCopyClone: on zfs, a copy of an instance or of a snapshot is a
+// clone (it shares the source's blocks), and the source, its snapshot and
+// the copies can then be deleted in any order, the copies keeping their
+// data, with nothing left in the zpool once all are gone.
+func TestZFSCopyClone(t *testing.T) {
+	requireZFS(t)
+	var testDir string
+	checkNoLeftovers(t, &testDir)
+	d := harness.StartDaemon(t)
+	testDir = filepath.Dir(d.Dir)
+	var zpool string
+	t.Cleanup(func() {
+		if zpool != "" && zpoolExists(zpool) {
+			_ = exec.Command("zpool", "destroy", "-f", zpool).Run()
+		}
+	})
+	d.ImportImage(harness.BusyboxImage(t), "bb")
+	d.MustC("storage", "create", "tank", "zfs", "size=1GiB")
+	zpool = strings.TrimSpace(d.MustC("storage", "get", "tank", "zfs.pool_name"))
+	ds := func(name string) string { return zpool + "/containers/" + name }
+	data := func(name string) string {
+		out, _, code := d.C("exec", name, "--", "cat", "/root/data")
+		if code != 0 {
+			return "<missing>"
+		}
+		return strings.TrimSpace(out)
+	}
+
+	d.MustC("launch", "bb", "src", "-s", "tank")
+	d.MustC("exec", "src", "--", "sh", "-c", "echo one > /root/data")
+	d.MustC("snapshot", "src", "snap0")
+	d.MustC("exec", "src", "--", "sh", "-c", "echo two > /root/data")
+
+	d.MustC("copy", "src", "whole", "--instance-only")
+	if origin := zfsOut(t, "get", "-H", "-o", "value", "origin", ds("whole")); !strings.HasPrefix(origin, ds("src")+"@clone-") {
+		t.Fatalf("origin of the copy = %q, want a snapshot of %s", origin, ds("src"))
+	}
+	d.MustC("copy", "src/snap0", "fromsnap")
+	if origin := zfsOut(t, "get", "-H", "-o", "value", "origin", ds("fromsnap")); origin != ds("src")+"@snapshot-snap0" {
+		t.Fatalf("origin of the snapshot's copy = %q, want %s@snapshot-snap0", origin, ds("src"))
+	}
+	// The hidden origin is not one of src's snapshots.
+	if got := snapshotNames(t, d, "src"); !slices.Equal(got, []string{"snap0"}) {
+		t.Fatalf("src's snapshots after copies = %v, want [snap0]", got)
+	}
+
+	// The source's snapshot, then the source itself, go while the copy
+	// of the instance runs.
+	d.MustC("start", "whole")
+	d.MustC("delete", "src/snap0")
+	if got := snapshotNames(t, d, "src"); len(got) != 0 {
+		t.Fatalf("src's snapshots after delete = %v", got)
+	}
+	d.MustC("snapshot", "src", "snap0") // the name is free again
+	d.MustC("delete", "-f", "src")
+	if exists := exec.Command("zfs", "list", ds("src")).Run() == nil; exists {
+		t.Fatalf("dataset %s left after deleting src", ds("src"))
+	}
+	if got := data("whole"); got != "two" {
+		t.Fatalf("running copy's data after its source went: %q, want two", got)
+	}
+	d.MustC("start", "fromsnap")
+	if got := data("fromsnap"); got != "one" {
+		t.Fatalf("snapshot's copy data after its source went: %q, want one", got)
+	}
+	// Restart: both copies still mount and boot.
+	d.MustC("stop", "-f", "whole")
+	d.MustC("start", "whole")
+	if got := data("whole"); got != "two" {
+		t.Fatalf("copy's data after restart: %q", got)
+	}
+
+	d.MustC("delete", "-f", "whole", "fromsnap")
+	for _, sub := range []string{"containers", "snapshots", "deleted"} {
+		out := zfsOut(t, "list", "-H", "-o", "name", "-t", "all", "-r", zpool+"/"+sub)
+		for _, line := range strings.Split(out, "\n") {
+			if line != zpool+"/"+sub && line != zpool+"/deleted/images" {
+				t.Errorf("left in the zpool after deleting every instance: %s", line)
+			}
+		}
+	}
+	d.MustC("storage", "delete", "tank")
+}

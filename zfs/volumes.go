@@ -3,8 +3,11 @@ package zfs
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"cell/storage"
@@ -126,6 +129,58 @@ func (z *ZFS) DeleteVolumeSnapshot(ctx context.Context, volume, snap string) err
 		return fmt.Errorf("destroy volume snapshot: %w", err)
 	}
 	return nil
+}
+
+// RestoreVolumeSnapshot implements storage.VolumeDriver: `zfs rollback`,
+// atomic, to the volume's latest snapshot only (an older one would need
+// the newer ones destroyed: refused, the user deletes them first).
+func (z *ZFS) RestoreVolumeSnapshot(ctx context.Context, volume, snap string) error {
+	ds := z.customDS(volume)
+	snaps, err := snapshotInfos(ctx, ds)
+	if err != nil {
+		return err
+	}
+	target := "snapshot-" + snap
+	i := slices.IndexFunc(snaps, func(s snapInfo) bool { return s.name == target })
+	if i < 0 {
+		return fmt.Errorf("snapshot %s/%s not found on pool %s", volume, snap, z.name)
+	}
+	var newer []string
+	for _, s := range snaps[i+1:] {
+		if name, ok := strings.CutPrefix(s.name, "snapshot-"); ok {
+			newer = append(newer, name)
+		} else if err := run(ctx, "zfs", "destroy", s.full); err != nil {
+			// A leftover temporary snapshot of a copy.
+			return fmt.Errorf("destroy snapshot: %w", err)
+		}
+	}
+	if len(newer) > 0 {
+		return fmt.Errorf("%w: snapshot %q is not the latest snapshot of volume %q (newer: %s); ZFS can only restore the latest: delete the newer snapshots first",
+			storage.ErrInvalidConfig, snap, volume, strings.Join(newer, ", "))
+	}
+	if err := run(ctx, "zfs", "rollback", ds+"@"+target); err != nil {
+		return fmt.Errorf("roll back volume: %w", err)
+	}
+	return nil
+}
+
+// OpenVolumeSnapshot implements storage.VolumeDriver: zfs-fuse has no
+// .zfs/snapshot directory, so the snapshot is cloned read-only for the
+// time it is read (a .tmp dataset, which opening the pool removes after a
+// crash).
+func (z *ZFS) OpenVolumeSnapshot(ctx context.Context, volume, snap string) (string, func(), error) {
+	name := fmt.Sprintf("read-%d.tmp", time.Now().UnixNano())
+	clone := z.customDS(name)
+	if err := run(ctx, "zfs", "clone", "-o", "readonly=on", z.customDS(volume)+"@snapshot-"+snap, clone); err != nil {
+		return "", nil, fmt.Errorf("expose snapshot %s/%s: %w", volume, snap, err)
+	}
+	release := func() {
+		if err := destroy(context.WithoutCancel(ctx), clone); err != nil {
+			slog.Warn("remove a snapshot's temporary clone", "dataset", clone, "err", err)
+		}
+		_ = os.Remove(z.VolumePath(name))
+	}
+	return z.VolumePath(name), release, nil
 }
 
 var _ storage.VolumeDriver = (*ZFS)(nil)

@@ -57,16 +57,58 @@ const (
 // Register makes the zfs driver known to the storage package.
 func Register() {
 	storage.Register("zfs", storage.Registration{
-		Keys:     map[string]bool{"source": false, "size": false, PoolNameKey: false, RemoveSnapshotsKey: true},
+		Keys:     map[string]bool{"source": false, "size": false, PoolNameKey: false, RemoveSnapshotsKey: true, CloneCopyKey: true},
 		Validate: validate,
 		Create:   Create,
 		Open:     Open,
+		Abandon:  Abandon,
 	})
+}
+
+// Abandon implements storage.Registration: it removes what an interrupted
+// Create for p made. A new zpool is destroyed only when its device is the
+// pool's own loop file or the source device (Create refuses a name that
+// exists, so a zpool of that name on that device is Create's); in a
+// user's dataset, the datasets Create makes (it refuses a dataset that
+// holds them already).
+func Abandon(ctx context.Context, p storage.Pool) error {
+	if err := ensureDaemon(ctx); err != nil {
+		return err
+	}
+	source := p.Config["source"]
+	switch {
+	case source == "" || strings.HasPrefix(source, "/"):
+		zp := p.Config[PoolNameKey]
+		if zp == "" {
+			zp = defaultPoolName(p)
+		}
+		vdev := source
+		if source == "" {
+			vdev = filepath.Join(p.DisksDir, p.Name+".img")
+		}
+		if status, err := output(ctx, "zpool", "status", zp); err == nil && strings.Contains(status, vdev) {
+			if err := run(ctx, "zpool", "destroy", "-f", zp); err != nil {
+				return fmt.Errorf("destroy zpool: %w", err)
+			}
+		}
+		if source == "" {
+			if err := os.Remove(vdev); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("remove loop file: %w", err)
+			}
+		}
+	default:
+		for _, sub := range []string{"containers", "images", "snapshots", "deleted", "custom"} {
+			if err := destroy(ctx, source+"/"+sub); err != nil {
+				return err
+			}
+		}
+	}
+	return removeDirs(p.Dir)
 }
 
 func validate(key, value string) error {
 	switch key {
-	case RemoveSnapshotsKey:
+	case RemoveSnapshotsKey, CloneCopyKey:
 		if _, err := strconv.ParseBool(value); err != nil {
 			return fmt.Errorf("%w: %s must be true or false, not %q", storage.ErrInvalidConfig, key, value)
 		}
@@ -379,15 +421,24 @@ func Open(ctx context.Context, p storage.Pool) (storage.Driver, error) {
 			}
 		}
 	}
-	// Temporary snapshots a copy or refresh made of its source.
-	snaps, err := output(ctx, "zfs", "list", "-H", "-o", "name", "-t", "snapshot", "-r", root+"/containers")
+	// Temporary snapshots a copy or refresh made of its source, and hidden
+	// ones whose clones are gone (a crash between a copy's snapshot and
+	// its clone, or during a delete).
+	snaps, err := output(ctx, "zfs", "list", "-H", "-o", "name,"+deletedProp, "-t", "snapshot", "-r", root+"/containers")
 	if err != nil {
 		return nil, err
 	}
-	for _, name := range strings.Fields(snaps) {
-		if _, snap, _ := strings.Cut(name, "@"); strings.HasPrefix(snap, "copy-") {
+	users, err := z.origins(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, line := range strings.Split(strings.TrimSpace(snaps), "\n") {
+		name, deleted, _ := strings.Cut(line, "\t")
+		_, snap, _ := strings.Cut(name, "@")
+		hidden := deleted == "on" || strings.HasPrefix(snap, clonePrefix)
+		if strings.HasPrefix(snap, "copy-") || (hidden && len(users[name]) == 0) {
 			if err := run(ctx, "zfs", "destroy", name); err != nil {
-				slog.Warn("remove leftover copy snapshot", "snapshot", name, "err", err)
+				slog.Warn("remove leftover snapshot", "snapshot", name, "err", err)
 			}
 		}
 	}
@@ -521,6 +572,24 @@ func (z *ZFS) DeleteImage(ctx context.Context, fp string) error {
 	return nil
 }
 
+// ensureMounted mounts a volume's dataset that a receive or rename left
+// unmounted: zfs-fuse has been seen to skip the remount of a dataset it
+// received into or renamed, under load, without an error.
+func ensureMounted(ctx context.Context, ds string) error {
+	out, err := output(ctx, "zfs", "get", "-H", "-o", "value", "mounted", ds)
+	if err != nil {
+		return err
+	}
+	if strings.TrimSpace(out) == "yes" {
+		return nil
+	}
+	slog.Warn("zfs left a volume unmounted: mounting it", "dataset", ds)
+	if err := run(ctx, "zfs", "mount", ds); err != nil {
+		return fmt.Errorf("mount volume: %w", err)
+	}
+	return nil
+}
+
 // unmount unmounts a dataset (run retries while zfs-fuse says busy).
 func unmount(ctx context.Context, ds string) error {
 	err := run(ctx, "zfs", "umount", ds)
@@ -581,35 +650,33 @@ func (z *ZFS) CreateInstanceEmpty(ctx context.Context, name string) error {
 	return nil
 }
 
-// DeleteInstance implements storage.Driver: the snapshots' clones, the
-// volume with its snapshots, then the deleted image it was cloned from
-// if it was that image's last clone.
+// DeleteInstance implements storage.Driver: the snapshots' exposed
+// clones, the volume's snapshots (release hands those that copies were
+// cloned from over to a copy), the volume, then its origin when that was
+// a hidden snapshot or a deleted image and this was its last clone.
 func (z *ZFS) DeleteInstance(ctx context.Context, name string) error {
 	ds := z.instanceDS(name)
-	origin := ""
-	if exists(ctx, ds) {
-		out, err := output(ctx, "zfs", "get", "-H", "-o", "value", "origin", ds)
-		if err != nil {
-			return err
-		}
-		origin = strings.TrimSpace(out)
-	}
 	if err := destroy(ctx, z.snapshotsDS(name)); err != nil {
 		return err
 	}
+	_ = removeDirs(filepath.Join(z.dir, "snapshots", name))
+	if !exists(ctx, ds) {
+		return nil
+	}
+	if err := z.release(ctx, ds); err != nil {
+		return err
+	}
+	// Read after release: a promote changes the origin.
+	out, err := output(ctx, "zfs", "get", "-H", "-o", "value", "origin", ds)
+	if err != nil {
+		return err
+	}
+	origin := strings.TrimSpace(out)
 	if err := destroy(ctx, ds); err != nil {
 		return err
 	}
 	_ = os.Remove(z.InstancePath(name))
-	_ = removeDirs(filepath.Join(z.dir, "snapshots", name))
-	if image, _, ok := strings.Cut(origin, "@"); ok && strings.HasPrefix(image, z.root+"/deleted/") {
-		users, err := z.clones(ctx, origin)
-		if err == nil && len(users) == 0 {
-			if err := destroy(ctx, image); err != nil {
-				slog.Warn("destroy deleted image volume", "dataset", image, "err", err)
-			}
-		}
-	}
+	z.dropOrigin(ctx, origin)
 	return nil
 }
 
@@ -657,6 +724,15 @@ func (z *ZFS) CreateSnapshot(ctx context.Context, instance, snap string) error {
 		}
 	}
 	zs := z.zfsSnap(instance, snap)
+	if exists(ctx, zs) && isHidden(ctx, zs) {
+		// A deleted snapshot of that name kept for its clones: renamed
+		// (which zfs-fuse refuses while a clone is in use).
+		renamed := fmt.Sprintf("%s@%s%d", z.instanceDS(instance), clonePrefix, time.Now().UnixNano())
+		if err := run(ctx, "zfs", "rename", zs, renamed); err != nil {
+			return fmt.Errorf("%w: a deleted snapshot named %q is still the origin of a copy in use; choose another name or stop the copy: %v",
+				storage.ErrInvalidConfig, snap, err)
+		}
+	}
 	if err := run(ctx, "zfs", "snapshot", zs); err != nil {
 		return fmt.Errorf("snapshot instance volume: %w", err)
 	}
@@ -675,6 +751,17 @@ func (z *ZFS) DeleteSnapshot(ctx context.Context, instance, snap string) error {
 	_ = os.Remove(z.SnapshotPath(instance, snap))
 	zs := z.zfsSnap(instance, snap)
 	if !exists(ctx, zs) {
+		return nil
+	}
+	users, err := z.origins(ctx)
+	if err != nil {
+		return err
+	}
+	if len(users[zs]) > 0 {
+		// Copies were cloned from it: hidden, destroyed with the last.
+		if err := run(ctx, "zfs", "set", deletedProp+"=on", zs); err != nil {
+			return fmt.Errorf("hide snapshot: %w", err)
+		}
 		return nil
 	}
 	if err := run(ctx, "zfs", "destroy", zs); err != nil {
@@ -697,40 +784,56 @@ func (z *ZFS) RenameSnapshot(ctx context.Context, instance, oldName, newName str
 	return nil
 }
 
-// newer lists the snapshots of an instance taken after snap, oldest first.
-func (z *ZFS) newer(ctx context.Context, instance, snap string) ([]string, error) {
-	ds := z.instanceDS(instance)
-	out, err := output(ctx, "zfs", "list", "-H", "-o", "name", "-t", "snapshot", "-s", "creation", "-r", ds)
+// newer lists the user snapshots of an instance taken after snap, oldest
+// first, and the hidden ones (origins of copies) taken after it.
+func (z *ZFS) newer(ctx context.Context, instance, snap string) (names []string, hidden []string, err error) {
+	snaps, err := snapshotInfos(ctx, z.instanceDS(instance))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var names []string
 	found := false
-	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
-		s, ok := strings.CutPrefix(line, ds+"@snapshot-")
-		if !ok {
-			continue
-		}
-		if found {
-			names = append(names, s)
-		}
-		if s == snap {
+	for _, s := range snaps {
+		user, isUser := strings.CutPrefix(s.name, "snapshot-")
+		switch {
+		case found && (s.hidden || !isUser):
+			hidden = append(hidden, s.full)
+		case found:
+			names = append(names, user)
+		case isUser && !s.hidden && user == snap:
 			found = true
 		}
 	}
 	if !found {
-		return nil, fmt.Errorf("snapshot %s/%s not found on pool %s", instance, snap, z.name)
+		return nil, nil, fmt.Errorf("snapshot %s/%s not found on pool %s", instance, snap, z.name)
 	}
-	return names, nil
+	return names, hidden, nil
 }
 
 // CheckRestore implements storage.RestoreChecker: ZFS rolls back only to
 // the latest snapshot; restoring an older one removes the newer ones,
 // which is allowed only with volume.zfs.remove_snapshots=true (as LXD).
 func (z *ZFS) CheckRestore(ctx context.Context, instance, snap string) ([]string, error) {
-	newer, err := z.newer(ctx, instance, snap)
-	if err != nil || len(newer) == 0 {
+	newer, hidden, err := z.newer(ctx, instance, snap)
+	if err != nil {
 		return nil, err
+	}
+	users, err := z.origins(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var copies []string
+	for _, h := range hidden {
+		for _, c := range users[h] {
+			copies = append(copies, strings.TrimPrefix(c, z.root+"/containers/"))
+		}
+	}
+	if len(copies) > 0 {
+		return nil, fmt.Errorf("%w: snapshot %q of %q is older than the copies made of %q since (%s), which ZFS keeps as clones of it: "+
+			"delete those copies first, or make copies on a pool with %s=false",
+			storage.ErrInvalidConfig, snap, instance, instance, strings.Join(copies, ", "), CloneCopyKey)
+	}
+	if len(newer) == 0 {
+		return nil, nil
 	}
 	z.mu.Lock()
 	allowed, _ := strconv.ParseBool(z.cfg[RemoveSnapshotsKey])
@@ -754,6 +857,17 @@ func (z *ZFS) RestoreSnapshot(ctx context.Context, instance, snap string) error 
 	for _, s := range newer {
 		if err := z.DeleteSnapshot(ctx, instance, s); err != nil {
 			return err
+		}
+	}
+	// Hidden snapshots newer than snap have no clones (CheckRestore
+	// checked): leftovers that rollback would refuse to pass.
+	_, hidden, err := z.newer(ctx, instance, snap)
+	if err != nil {
+		return err
+	}
+	for _, h := range hidden {
+		if err := run(ctx, "zfs", "destroy", h); err != nil {
+			return fmt.Errorf("destroy snapshot: %w", err)
 		}
 	}
 	if err := run(ctx, "zfs", "rollback", z.zfsSnap(instance, snap)); err != nil {
@@ -843,6 +957,8 @@ func sendRecv(ctx context.Context, snapshot, target string) error {
 
 // copyFrom makes instance volume dst from snapshot snap (DS@NAME): received
 // under a temporary name, stripped of the transferred snapshot, renamed.
+// A full, independent copy: used where a clone cannot be (a volume copied
+// with its snapshots, whose history must be its own).
 func (z *ZFS) copyFrom(ctx context.Context, snap, dst string) error {
 	final := z.instanceDS(dst)
 	if exists(ctx, final) {
@@ -864,23 +980,217 @@ func (z *ZFS) copyFrom(ctx context.Context, snap, dst string) error {
 		_ = destroy(context.WithoutCancel(ctx), tmp)
 		return fmt.Errorf("copy volume: %w", err)
 	}
+	return ensureMounted(ctx, final)
+}
+
+// Copies are clones. `c copy C01 C02` snapshots C01 as C01@clone-N (a
+// hidden snapshot: never listed as one of C01's) and clones it as C02;
+// `c copy C01/snap0 C03` clones C01@snapshot-snap0. Both share every
+// block with the source. A clone pins its origin snapshot, so:
+//
+//   - Deleting a snapshot that has clones only hides it (property
+//     cell:deleted=on); it is destroyed with its last clone.
+//   - Deleting an instance whose snapshots have clones promotes the clone
+//     of the newest of them (`zfs promote`), which takes those snapshots
+//     over; the instance's dataset then has none left and is destroyed.
+//     LXD renames such a dataset into a hidden deleted/ dataset instead,
+//     but on zfs-fuse renaming a dataset or a snapshot unmounts its
+//     clones, which fails while a clone is in use (a running copy);
+//     promote does not touch mounts.
+//   - Deleting a clone destroys its origin snapshot when that was hidden
+//     and this was its last clone: nothing is left behind.
+//   - ZFS rolls back only past snapshots it can destroy: restoring a
+//     snapshot older than a copy's origin is refused while the copy
+//     exists (pools with zfs.clone_copy=false make independent copies).
+
+const (
+	// clonePrefix names the hidden snapshots copies are cloned from.
+	clonePrefix = "clone-"
+	// deletedProp marks a snapshot deleted by the user but kept as the
+	// origin of clones.
+	deletedProp = "cell:deleted"
+	// CloneCopyKey chooses clones (true, the default) or independent
+	// send/receive copies (false) for instance copies (LXD's key).
+	CloneCopyKey = "zfs.clone_copy"
+)
+
+// cloneCopy reports whether copies are clones on this pool.
+func (z *ZFS) cloneCopy() bool {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	v, err := strconv.ParseBool(z.cfg[CloneCopyKey])
+	return err != nil || v
+}
+
+// snapInfo is one zfs snapshot of a dataset.
+type snapInfo struct {
+	full   string // DS@NAME
+	name   string // NAME
+	hidden bool   // an origin kept for clones, not a user snapshot
+}
+
+// snapshotInfos lists the snapshots of dataset ds, oldest first.
+func snapshotInfos(ctx context.Context, ds string) ([]snapInfo, error) {
+	out, err := output(ctx, "zfs", "list", "-H", "-o", "name,"+deletedProp, "-t", "snapshot", "-s", "creation", "-r", ds)
+	if err != nil {
+		return nil, err
+	}
+	var list []snapInfo
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		full, deleted, _ := strings.Cut(line, "\t")
+		name, ok := strings.CutPrefix(full, ds+"@")
+		if !ok {
+			continue
+		}
+		list = append(list, snapInfo{full: full, name: name, hidden: deleted == "on" || strings.HasPrefix(name, clonePrefix)})
+	}
+	return list, nil
+}
+
+// origins maps each snapshot under the pool that has clones to them
+// (zfs-fuse has no `clones` property).
+func (z *ZFS) origins(ctx context.Context) (map[string][]string, error) {
+	out, err := output(ctx, "zfs", "list", "-H", "-o", "name,origin", "-t", "filesystem", "-r", z.root)
+	if err != nil {
+		return nil, err
+	}
+	m := map[string][]string{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if name, origin, ok := strings.Cut(line, "\t"); ok && origin != "-" && origin != "" {
+			m[origin] = append(m[origin], name)
+		}
+	}
+	return m, nil
+}
+
+// isHidden reports whether a snapshot (DS@NAME) is a kept origin.
+func isHidden(ctx context.Context, snapshot string) bool {
+	if _, name, _ := strings.Cut(snapshot, "@"); strings.HasPrefix(name, clonePrefix) {
+		return true
+	}
+	out, err := output(ctx, "zfs", "get", "-H", "-o", "value", deletedProp, snapshot)
+	return err == nil && strings.TrimSpace(out) == "on"
+}
+
+// cloneInto clones snapshot as instance volume dst.
+func (z *ZFS) cloneInto(ctx context.Context, snapshot, dst string) error {
+	if exists(ctx, z.instanceDS(dst)) {
+		return fmt.Errorf("volume %s already exists", z.instanceDS(dst))
+	}
+	if err := run(ctx, "zfs", "clone", snapshot, z.instanceDS(dst)); err != nil {
+		return fmt.Errorf("clone volume: %w", err)
+	}
 	return nil
 }
 
-// CopyInstance implements storage.Driver: a temporary snapshot of src,
-// sent to dst.
+// CopyInstance implements storage.Driver: a clone of a hidden snapshot of
+// src (or, with zfs.clone_copy=false, a temporary snapshot sent to dst).
 func (z *ZFS) CopyInstance(ctx context.Context, src, dst string) error {
-	snap := fmt.Sprintf("%s@copy-%d", z.instanceDS(src), time.Now().UnixNano())
+	if !z.cloneCopy() {
+		snap := fmt.Sprintf("%s@copy-%d", z.instanceDS(src), time.Now().UnixNano())
+		if err := run(ctx, "zfs", "snapshot", snap); err != nil {
+			return fmt.Errorf("snapshot source volume: %w", err)
+		}
+		defer func() { _ = run(context.WithoutCancel(ctx), "zfs", "destroy", snap) }()
+		return z.copyFrom(ctx, snap, dst)
+	}
+	snap := fmt.Sprintf("%s@%s%d", z.instanceDS(src), clonePrefix, time.Now().UnixNano())
 	if err := run(ctx, "zfs", "snapshot", snap); err != nil {
 		return fmt.Errorf("snapshot source volume: %w", err)
 	}
-	defer func() { _ = run(context.WithoutCancel(ctx), "zfs", "destroy", snap) }()
-	return z.copyFrom(ctx, snap, dst)
+	if err := z.cloneInto(ctx, snap, dst); err != nil {
+		_ = run(context.WithoutCancel(ctx), "zfs", "destroy", snap)
+		return err
+	}
+	return nil
 }
 
-// CopySnapshotToInstance implements storage.Driver.
+// CopySnapshotToInstance implements storage.Driver: a clone of the
+// snapshot (or, with zfs.clone_copy=false, a copy sent from it).
 func (z *ZFS) CopySnapshotToInstance(ctx context.Context, inst, snap, dst string) error {
-	return z.copyFrom(ctx, z.zfsSnap(inst, snap), dst)
+	if !z.cloneCopy() {
+		return z.copyFrom(ctx, z.zfsSnap(inst, snap), dst)
+	}
+	return z.cloneInto(ctx, z.zfsSnap(inst, snap), dst)
+}
+
+// release frees dataset ds, about to be destroyed, of its snapshots:
+// those without clones are destroyed, and the clone of the newest one
+// that has clones is promoted, taking over every remaining snapshot.
+// Hidden snapshots that move keep their mark; user snapshots that move
+// are marked hidden, and renamed first if the promoted clone already has
+// a snapshot of that name.
+func (z *ZFS) release(ctx context.Context, ds string) error {
+	snaps, err := snapshotInfos(ctx, ds)
+	if err != nil || len(snaps) == 0 {
+		return err
+	}
+	users, err := z.origins(ctx)
+	if err != nil {
+		return err
+	}
+	var pinned []snapInfo
+	for _, s := range snaps {
+		if len(users[s.full]) == 0 {
+			if err := run(ctx, "zfs", "destroy", s.full); err != nil {
+				return fmt.Errorf("destroy snapshot: %w", err)
+			}
+			continue
+		}
+		pinned = append(pinned, s)
+	}
+	if len(pinned) == 0 {
+		return nil
+	}
+	heir := users[pinned[len(pinned)-1].full][0]
+	own, err := snapshotInfos(ctx, heir)
+	if err != nil {
+		return err
+	}
+	for _, s := range pinned {
+		if !s.hidden {
+			if err := run(ctx, "zfs", "set", deletedProp+"=on", s.full); err != nil {
+				return fmt.Errorf("hide snapshot %s: %w", s.full, err)
+			}
+		}
+		if slices.ContainsFunc(own, func(o snapInfo) bool { return o.name == s.name }) {
+			renamed := fmt.Sprintf("%s@%s%d", ds, clonePrefix, time.Now().UnixNano())
+			if err := run(ctx, "zfs", "rename", s.full, renamed); err != nil {
+				return fmt.Errorf("rename snapshot %s out of the way of %s's: %w", s.full, heir, err)
+			}
+		}
+	}
+	if err := run(ctx, "zfs", "promote", heir); err != nil {
+		return fmt.Errorf("promote %s, a copy of %s: %w", heir, ds, err)
+	}
+	slog.Info("promoted a copy so that its source can be deleted", "copy", heir, "source", ds)
+	return nil
+}
+
+// dropOrigin destroys origin snapshot (DS@NAME) of a dataset just
+// destroyed when it was hidden and had no other clone, and then its
+// dataset when that was a deleted image with no snapshot left.
+func (z *ZFS) dropOrigin(ctx context.Context, origin string) {
+	ds, _, ok := strings.Cut(origin, "@")
+	if !ok {
+		return
+	}
+	users, err := z.origins(ctx)
+	if err != nil || len(users[origin]) > 0 {
+		return
+	}
+	if strings.HasPrefix(ds, z.root+"/deleted/") {
+		if err := destroy(ctx, ds); err != nil {
+			slog.Warn("destroy deleted image volume", "dataset", ds, "err", err)
+		}
+		return
+	}
+	if !isHidden(ctx, origin) {
+		return
+	}
+	if err := run(ctx, "zfs", "destroy", origin); err != nil {
+		slog.Warn("destroy the origin snapshot of a deleted copy", "snapshot", origin, "err", err)
+	}
 }
 
 // SetQuota implements storage.Driver: refquota on the instance's dataset
@@ -1022,6 +1332,9 @@ func (z *ZFS) CopyInstanceWithSnapshots(ctx context.Context, src, dst string, sn
 	if err := run(ctx, "zfs", "rename", tmp, final); err != nil {
 		return fmt.Errorf("copy volume: %w", err)
 	}
+	if err := ensureMounted(ctx, final); err != nil {
+		return err
+	}
 	for _, s := range snaps {
 		if err := z.expose(ctx, dst, s); err != nil {
 			return err
@@ -1047,9 +1360,18 @@ func (z *ZFS) expose(ctx context.Context, instance, snap string) error {
 // commonBase returns dst's latest snapshot when srcInst holds the same
 // one (same name and guid: dst's was received from it), else "".
 func (z *ZFS) commonBase(ctx context.Context, srcInst, dstInst string) (string, error) {
-	have, err := snapshotsByCreation(ctx, z.instanceDS(dstInst))
-	if err != nil || len(have) == 0 {
+	infos, err := snapshotInfos(ctx, z.instanceDS(dstInst))
+	if err != nil {
 		return "", err
+	}
+	var have []string
+	for _, s := range infos {
+		if !s.hidden {
+			have = append(have, s.name)
+		}
+	}
+	if len(have) == 0 {
+		return "", nil
 	}
 	last := have[len(have)-1]
 	g := guid(ctx, z.instanceDS(srcInst)+"@"+last)
@@ -1084,13 +1406,16 @@ func (z *ZFS) CopySnapshot(ctx context.Context, srcInst, snap, dstInst string) e
 		}
 		return z.expose(ctx, dstInst, snap)
 	}
-	newer, err := z.newer(ctx, srcInst, strings.TrimPrefix(base, "snapshot-"))
+	newer, _, err := z.newer(ctx, srcInst, strings.TrimPrefix(base, "snapshot-"))
 	if err != nil || !slices.Contains(newer, snap) {
 		return fmt.Errorf("%w: snapshot %s/%s is older than %s's latest snapshot %s: zfs cannot insert it; copy %s again (without --refresh)",
 			storage.ErrInvalidConfig, srcInst, snap, dstInst, strings.TrimPrefix(base, "snapshot-"), dstInst)
 	}
 	if err := sendInc(ctx, z.instanceDS(srcInst)+"@"+base, z.zfsSnap(srcInst, snap), z.instanceDS(dstInst)); err != nil {
 		return fmt.Errorf("copy snapshot: %w", err)
+	}
+	if err := ensureMounted(ctx, z.instanceDS(dstInst)); err != nil {
+		return err
 	}
 	if err := z.expose(ctx, dstInst, snap); err != nil {
 		_ = run(context.WithoutCancel(ctx), "zfs", "destroy", z.zfsSnap(dstInst, snap))
@@ -1117,6 +1442,9 @@ func (z *ZFS) RefreshInstance(ctx context.Context, src, dst string) error {
 	if base != "" {
 		if err := sendInc(ctx, srcDS+"@"+base, srcDS+"@"+now, dstDS); err != nil {
 			return fmt.Errorf("refresh volume: %w", err)
+		}
+		if err := ensureMounted(ctx, dstDS); err != nil {
+			return err
 		}
 		return run(ctx, "zfs", "destroy", dstDS+"@"+now)
 	}
@@ -1162,5 +1490,5 @@ func (z *ZFS) swapIn(ctx context.Context, snapshot, dst string, keep bool) error
 	if err := destroy(ctx, old); err != nil {
 		slog.Warn("remove replaced volume", "dataset", old, "err", err)
 	}
-	return nil
+	return ensureMounted(ctx, dstDS)
 }
