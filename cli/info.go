@@ -102,6 +102,9 @@ func printInstanceInfo(w io.Writer, inst *api.InstanceFull) {
 	if st := inst.State; st != nil && isActive(inst) {
 		fmt.Fprintln(w, "\nResources:")
 		fmt.Fprintf(w, "  Processes: %d\n", st.Processes)
+		if v := inst.ExpandedConfig["limits.processes"]; v != "" {
+			fmt.Fprintf(w, "  Processes (limit): %s\n", v)
+		}
 		if len(st.Disk) > 0 {
 			fmt.Fprintln(w, "  Disk usage:")
 			for _, name := range sortedKeys(st.Disk) {
@@ -110,9 +113,18 @@ func printInstanceInfo(w io.Writer, inst *api.InstanceFull) {
 		}
 		fmt.Fprintln(w, "  CPU usage:")
 		fmt.Fprintf(w, "    CPU usage (in seconds): %d\n", st.CPU.Usage/1e9)
+		// Limits as configured: a percentage stays a percentage.
+		for _, k := range []string{"limits.cpu", "limits.cpu.allowance"} {
+			if v := inst.ExpandedConfig[k]; v != "" {
+				fmt.Fprintf(w, "    CPU limit (%s): %s\n", k, v)
+			}
+		}
 		if st.Memory.Usage > 0 {
 			fmt.Fprintln(w, "  Memory usage:")
 			fmt.Fprintf(w, "    Memory (current): %s\n", sizeIEC(st.Memory.Usage))
+			if v := inst.ExpandedConfig["limits.memory"]; v != "" {
+				fmt.Fprintf(w, "    Memory (limit): %s\n", v)
+			}
 			if st.Memory.UsagePeak > 0 {
 				fmt.Fprintf(w, "    Memory (peak): %s\n", sizeIEC(st.Memory.UsagePeak))
 			}

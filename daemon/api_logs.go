@@ -72,21 +72,3 @@ func (d *Daemon) deleteInstanceLog(w http.ResponseWriter, r *http.Request) error
 	}
 	return syncResponse(w, nil)
 }
-
-// listInstanceBackups lists an instance's backups. celld cannot make
-// backups yet, so the list is always empty; it exists because LXD's
-// `lxc info NAME` lists backups and fails outright on a server that lacks
-// the container_backup extension.
-func (d *Daemon) listInstanceBackups(w http.ResponseWriter, r *http.Request) error {
-	if _, err := d.loadInstance(r.Context(), chi.URLParam(r, "name")); err != nil {
-		return err
-	}
-	if recursion(r) > 0 {
-		return syncResponse(w, []any{})
-	}
-	return syncResponse(w, []string{})
-}
-
-func (d *Daemon) createInstanceBackup(w http.ResponseWriter, r *http.Request) error {
-	return &apiError{http.StatusNotImplemented, "instance backups are not supported yet"}
-}

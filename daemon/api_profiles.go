@@ -1,9 +1,13 @@
 package daemon
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"net/http"
+	"slices"
+	"strings"
 
 	"github.com/go-chi/chi/v5"
 
@@ -61,6 +65,18 @@ func validateDevices(devices api.Devices) error {
 					return err
 				}
 			}
+		case "nic":
+			if err := validateNICDevice(name, dev); err != nil {
+				return err
+			}
+		case "proxy":
+			if err := validateProxyDevice(name, dev); err != nil {
+				return err
+			}
+		case "unix-char", "unix-block":
+			if err := validateUnixDevice(name, dev); err != nil {
+				return err
+			}
 		case "none":
 		case "":
 			return badRequest("device %q has no type", name)
@@ -68,7 +84,7 @@ func validateDevices(devices api.Devices) error {
 			return badRequest("device %q: type %q is not supported yet", name, dev["type"])
 		}
 	}
-	return nil
+	return checkDevicePaths(devices)
 }
 
 func (d *Daemon) createProfile(w http.ResponseWriter, r *http.Request) error {
@@ -159,10 +175,86 @@ func (d *Daemon) updateProfile(w http.ResponseWriter, r *http.Request, patch boo
 	if err := d.checkDiskVolumes(ctx, p.Devices); err != nil {
 		return err
 	}
+	undo, err := d.applyProfileLive(ctx, p)
+	if err != nil {
+		return err
+	}
 	if err := d.db.UpdateProfile(ctx, p); err != nil {
+		undo()
 		return err
 	}
 	return syncResponse(w, nil)
+}
+
+// applyProfileLive gives the running instances that use a profile its new
+// version: limits and disk devices change live, as when an instance's own
+// config changes. The new expanded config of every user is checked before
+// any is touched; if one cannot take the change, those already changed
+// are put back and the profile is not saved. Users' instance locks are
+// taken one at a time, in name order.
+func (d *Daemon) applyProfileLive(ctx context.Context, p db.Profile) (undo func(), err error) {
+	var undos []func()
+	undo = func() {
+		for _, f := range slices.Backward(undos) {
+			f()
+		}
+	}
+	users, err := d.db.InstancesUsingProfile(ctx, p.Name)
+	if err != nil {
+		return nil, err
+	}
+	profiles, err := d.profileMap(ctx)
+	if err != nil {
+		return nil, err
+	}
+	after := maps.Clone(profiles)
+	after[p.Name] = p
+	type change struct{ before, after *instance }
+	var changes []change
+	for _, name := range users {
+		row, err := d.db.Instance(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		c := change{expand(row, profiles), expand(row, after)}
+		if err := checkDevicePaths(c.after.expandedDevices); err != nil {
+			return nil, badRequest("instance %q: %v", name, err)
+		}
+		if _, err := limitsOf(c.after.expandedConfig); err != nil {
+			return nil, badRequest("instance %q: %v", name, err)
+		}
+		changes = append(changes, c)
+	}
+	for _, c := range changes {
+		if err := d.applyInstanceLive(ctx, c.before, c.after, &undos); err != nil {
+			undo()
+			return nil, fmt.Errorf("instance %q: %w", c.before.Name, err)
+		}
+	}
+	return undo, nil
+}
+
+// applyInstanceLive applies one instance's disk and limit changes under
+// its lock, adding what reverts them to undos.
+func (d *Daemon) applyInstanceLive(ctx context.Context, before, after *instance, undos *[]func()) error {
+	unlock := d.locks.Lock("instance/" + before.Name)
+	defer unlock()
+	undoDisks, err := d.hotplugDisks(ctx, before, after)
+	if err != nil {
+		return err
+	}
+	*undos = append(*undos, undoDisks)
+	undoUnix, err := d.hotplugUnix(ctx, before, after)
+	if err != nil {
+		return err
+	}
+	*undos = append(*undos, undoUnix)
+	undoLimits, err := d.applyLimits(before, after)
+	if err != nil {
+		return err
+	}
+	*undos = append(*undos, undoLimits)
+	return nil
 }
 
 func (d *Daemon) renameProfile(w http.ResponseWriter, r *http.Request) error {
@@ -178,6 +270,9 @@ func (d *Daemon) renameProfile(w http.ResponseWriter, r *http.Request) error {
 		return badRequest("%v", err)
 	}
 	if _, err := d.db.Profile(r.Context(), name); err != nil {
+		return err
+	}
+	if err := d.refuseProfileInUse(r.Context(), name, "renamed"); err != nil {
 		return err
 	}
 	err := d.db.RenameProfile(r.Context(), name, req.Name)
@@ -199,15 +294,24 @@ func (d *Daemon) deleteProfile(w http.ResponseWriter, r *http.Request) error {
 	if _, err := d.db.Profile(ctx, name); err != nil {
 		return err
 	}
-	users, err := d.db.InstancesUsingProfile(ctx, name)
-	if err != nil {
+	if err := d.refuseProfileInUse(ctx, name, "deleted"); err != nil {
 		return err
-	}
-	if len(users) > 0 {
-		return badRequest("profile %q is in use by %d instance(s), for example %q", name, len(users), users[0])
 	}
 	if err := d.db.DeleteProfile(ctx, name); err != nil {
 		return err
 	}
 	return syncResponse(w, nil)
+}
+
+// refuseProfileInUse answers 400, naming the instances, when a profile
+// that is to be renamed or deleted is in use.
+func (d *Daemon) refuseProfileInUse(ctx context.Context, name, what string) error {
+	users, err := d.db.InstancesUsingProfile(ctx, name)
+	if err != nil {
+		return err
+	}
+	if len(users) > 0 {
+		return badRequest("profile %q cannot be %s: it is in use by %s", name, what, strings.Join(users, ", "))
+	}
+	return nil
 }

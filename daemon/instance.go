@@ -88,6 +88,9 @@ func (d *Daemon) idmapFor(inst *instance) idmap.Map {
 	if config.IsTrue(inst.expandedConfig["security.privileged"]) {
 		return idmap.Map{}
 	}
+	if m, ok := isolatedIdmap(inst); ok {
+		return m
+	}
 	return d.idmap
 }
 

@@ -2,7 +2,6 @@ package liblxc
 
 import (
 	"fmt"
-	"os"
 	"sort"
 	"strings"
 
@@ -23,14 +22,21 @@ type Config struct {
 	Nesting    bool
 	// Environment is set for init and for every exec.
 	Environment map[string]string
-	// CPUSet pins the container to these CPUs ("0-1", "0,2"); empty = all.
-	CPUSet string
-	// MemoryLimit in bytes; 0 = none.
-	MemoryLimit int64
+	// Limits are its cgroup limits.
+	Limits Limits
+	// Seccomp is the text of its own seccomp profile (liblxc's format);
+	// empty keeps the distribution's default from common.conf.
+	Seccomp string
+	// seccompPath is where WriteConfig put Seccomp.
+	seccompPath string
 	// Raw is raw.lxc, appended last so that it wins.
 	Raw string
 	// Mounts are bind mounts of host directories (disk devices).
 	Mounts []Mount
+	// Devices are unix devices (unix-char, unix-block).
+	Devices []Device
+	// NICs are the container's network interfaces (net.go).
+	NICs []NIC
 }
 
 // Mount is a bind mount of a host directory into the container.
@@ -53,13 +59,6 @@ func (m Mount) Entry() (string, error) {
 		opts += ",ro"
 	}
 	return fmt.Sprintf("%s %s none %s 0 0", m.Source, m.Target, opts), nil
-}
-
-// cgroupV2Only reports whether the host has only the unified hierarchy; a
-// hybrid host (v1 controllers plus a v2 mount) takes v1 keys.
-func cgroupV2Only() bool {
-	_, err := os.Stat("/sys/fs/cgroup/cgroup.controllers")
-	return err == nil
 }
 
 // Render returns the lxc config text.
@@ -88,7 +87,9 @@ func (c Config) Render() (string, error) {
 	// checkpoint a container that has them.
 	line("lxc.console.path", "none")
 	line("lxc.tty.max", "0")
-	line("lxc.net.0.type", "empty")
+	if err := renderNICs(c.NICs, line); err != nil {
+		return "", err
+	}
 	if c.HaltSignal != "" {
 		line("lxc.signal.halt", c.HaltSignal)
 	}
@@ -103,16 +104,11 @@ func (c Config) Render() (string, error) {
 	for _, k := range env {
 		line("lxc.environment", k+"="+c.Environment[k])
 	}
-	prefix := "lxc.cgroup."
-	memKey, cpuKey := "memory.limit_in_bytes", "cpuset.cpus"
-	if cgroupV2Only() {
-		prefix, memKey = "lxc.cgroup2.", "memory.max"
+	if c.seccompPath != "" {
+		line("lxc.seccomp.profile", c.seccompPath)
 	}
-	if c.MemoryLimit > 0 {
-		line(prefix+memKey, fmt.Sprint(c.MemoryLimit))
-	}
-	if c.CPUSet != "" {
-		line(prefix+cpuKey, c.CPUSet)
+	for _, it := range c.Limits.lxcKeys() {
+		line(it.Key, it.Value)
 	}
 	for _, m := range c.Mounts {
 		entry, err := m.Entry()
@@ -120,6 +116,17 @@ func (c Config) Render() (string, error) {
 			return "", err
 		}
 		line("lxc.mount.entry", entry)
+	}
+	for _, dev := range c.Devices {
+		if dev.Node == "" || dev.Target == "" || strings.ContainsAny(dev.Node+dev.Target, " \t\n\r\\") {
+			return "", fmt.Errorf("device %q -> %q: paths must not be empty or hold spaces or control characters", dev.Node, dev.Target)
+		}
+		if hostCgroups().v2 {
+			line("lxc.cgroup2.devices.allow", dev.rule())
+		} else {
+			line("lxc.cgroup.devices.allow", dev.rule())
+		}
+		line("lxc.mount.entry", dev.Node+" "+dev.Target+" none bind,create=file 0 0")
 	}
 	if c.Raw != "" {
 		b.WriteString(strings.TrimRight(c.Raw, "\n") + "\n")
@@ -132,7 +139,7 @@ func (c Config) Render() (string, error) {
 			return "", fmt.Errorf("generated lxc config has an invalid line %q", l)
 		}
 	}
-	for _, v := range []string{c.Name, c.Rootfs, c.HaltSignal, c.CPUSet, c.LogFile} {
+	for _, v := range []string{c.Name, c.Rootfs, c.HaltSignal, c.Limits.CPUSet, c.LogFile} {
 		if strings.ContainsAny(v, "\n\r") {
 			return "", fmt.Errorf("lxc config value %q contains a newline", v)
 		}

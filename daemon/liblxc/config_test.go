@@ -10,7 +10,7 @@ import (
 func TestRenderUnprivileged(t *testing.T) {
 	m := idmap.Map{UID: idmap.Range{HostBase: 1000000, Size: 65536}, GID: idmap.Range{HostBase: 1000000, Size: 65536}}
 	text, err := Config{Name: "c1", Rootfs: "/pool/c1/rootfs", Idmap: m, HaltSignal: "SIGRTMIN+3",
-		Environment: map[string]string{"FOO": "bar"}, MemoryLimit: 512 << 20, CPUSet: "0-1"}.Render()
+		Environment: map[string]string{"FOO": "bar"}, Limits: Limits{Memory: 512 << 20, CPUSet: "0-1", CPUPriority: -1, DiskPriority: -1}}.Render()
 	if err != nil {
 		t.Fatal(err)
 	}
