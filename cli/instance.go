@@ -242,6 +242,9 @@ type stateFlags struct {
 	force    bool
 	timeout  int
 	stateful bool
+	// stateless starts a stateful-stopped instance afresh, discarding
+	// its saved state.
+	stateless bool
 }
 
 // stateCommand builds one of the commands that change an instance's state.
@@ -265,6 +268,7 @@ func (a *app) stateCommand(use, short, action, verb string) (*cobra.Command, *st
 func (a *app) cmdStart() *cobra.Command {
 	cmd, flags := a.stateCommand("start", "Start instances", "start", "start")
 	cmd.Flags().BoolVar(&flags.stateful, "stateful", false, "Restore the instance state")
+	cmd.Flags().BoolVar(&flags.stateless, "stateless", false, "Ignore the instance state")
 	return cmd
 }
 
@@ -383,6 +387,7 @@ func alreadyThere(action string, status api.StatusCode) bool {
 }
 
 func (a *app) changeOne(ctx context.Context, t target, action string, flags *stateFlags) error {
+	stateful := flags.stateful
 	if action == "start" || flags.all {
 		// `start` on a paused instance resumes it, as lxc does; with --all
 		// instances already in the wanted state are skipped.
@@ -393,11 +398,15 @@ func (a *app) changeOne(ctx context.Context, t target, action string, flags *sta
 		if action == "start" && inst.StatusCode == api.Frozen {
 			action = "unfreeze"
 		}
+		if action == "start" && inst.Stateful && !flags.stateless {
+			// As lxc does: a saved state is resumed unless --stateless.
+			stateful = true
+		}
 		if flags.all && alreadyThere(action, inst.StatusCode) {
 			return nil
 		}
 	}
-	req := api.InstanceStatePut{Action: action, Timeout: flags.timeout, Force: flags.force, Stateful: flags.stateful}
+	req := api.InstanceStatePut{Action: action, Timeout: flags.timeout, Force: flags.force, Stateful: stateful}
 	if action == "start" || action == "freeze" || action == "unfreeze" {
 		req.Timeout = -1
 	}

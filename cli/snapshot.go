@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 
@@ -52,9 +51,6 @@ func (a *app) cmdRestore() *cobra.Command {
 A running instance is stopped, restored and started again.`,
 		Args: checkArgs(2, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if stateful {
-				return errors.New("Stateful restore is not supported yet")
-			}
 			c, name, err := a.parseOne(args[0])
 			if err != nil {
 				return err
@@ -69,7 +65,7 @@ A running instance is stopped, restored and started again.`,
 				}
 				snap = s
 			}
-			op, err := c.RestoreInstanceSnapshot(cmd.Context(), name, snap)
+			op, err := c.UpdateInstance(cmd.Context(), name, api.InstancePut{Restore: snap, Stateful: stateful}, "")
 			if err != nil {
 				return err
 			}

@@ -144,14 +144,14 @@ func (d *Daemon) createInstanceSnapshot(w http.ResponseWriter, r *http.Request) 
 	if err := readJSON(r, &req); err != nil {
 		return err
 	}
-	if req.Stateful {
-		return badRequest("stateful snapshots are not supported yet")
-	}
 	inst, err := d.loadInstance(ctx, chi.URLParam(r, "name"))
 	if err != nil {
 		return err
 	}
-	op, err := d.startSnapshot(ctx, inst, req.Name, req.ExpiresAt)
+	if req.Stateful && d.runtimeState(inst.Name) != liblxc.Running {
+		return badRequest("instance %q is not running: a stateful snapshot saves a running state", inst.Name)
+	}
+	op, err := d.startSnapshotState(ctx, inst, req.Name, req.ExpiresAt, req.Stateful)
 	if err != nil {
 		return err
 	}
@@ -163,6 +163,12 @@ func (d *Daemon) createInstanceSnapshot(w http.ResponseWriter, r *http.Request) 
 // snapshots.pattern; a nil expiresAt comes from snapshots.expiry (a zero
 // one is "never", as LXD's --no-expiry sends).
 func (d *Daemon) startSnapshot(ctx context.Context, inst *instance, name string, expiresAt *time.Time) (*operations.Operation, error) {
+	return d.startSnapshotState(ctx, inst, name, expiresAt, false)
+}
+
+// startSnapshotState is startSnapshot; stateful also saves the running
+// state of the instance in the snapshot (stateful.go).
+func (d *Daemon) startSnapshotState(ctx context.Context, inst *instance, name string, expiresAt *time.Time, stateful bool) (*operations.Operation, error) {
 	now := time.Now().UTC()
 	if name == "" {
 		taken, err := d.db.SnapshotNames(ctx, inst.ID)
@@ -184,7 +190,7 @@ func (d *Daemon) startSnapshot(ctx context.Context, inst *instance, name string,
 	row := db.Snapshot{
 		InstanceID: inst.ID, Name: name, Description: inst.Description, Architecture: inst.Architecture,
 		Ephemeral: inst.Ephemeral, Config: inst.Config, Devices: inst.Devices, Profiles: inst.Profiles,
-		CreatedAt: now,
+		CreatedAt: now, Stateful: stateful,
 	}
 	if expiresAt != nil {
 		row.ExpiresAt = expiresAt.UTC()
@@ -211,6 +217,15 @@ func (d *Daemon) startSnapshot(ctx context.Context, inst *instance, name string,
 		Run: func(ctx context.Context, op *operations.Operation) error {
 			unlock := d.locks.Lock("instance/" + inst.Name)
 			defer unlock()
+			if stateful {
+				cleanup, err := d.checkpointForSnapshot(ctx, inst)
+				if err != nil {
+					_ = d.db.DeleteSnapshot(context.WithoutCancel(ctx), id)
+					return err
+				}
+				// The checkpoint belongs to the snapshot, not the instance.
+				defer cleanup()
+			}
 			err := pool.CreateSnapshot(ctx, inst.Name, name)
 			if err == nil {
 				err = d.db.SetSnapshotReady(ctx, id, true)
@@ -359,9 +374,6 @@ func (d *Daemon) putInstanceSnapshot(w http.ResponseWriter, r *http.Request) err
 // afterwards, as LXD does.
 func (d *Daemon) restoreInstance(w http.ResponseWriter, r *http.Request, inst *instance, req api.InstancePut) error {
 	ctx := r.Context()
-	if req.Stateful {
-		return badRequest("stateful restore is not supported yet")
-	}
 	snap := req.Restore
 	if owner, name, ok := strings.Cut(snap, "/"); ok {
 		if owner != inst.Name {
@@ -375,6 +387,9 @@ func (d *Daemon) restoreInstance(w http.ResponseWriter, r *http.Request, inst *i
 	}
 	if err != nil {
 		return err
+	}
+	if req.Stateful && !s.Stateful {
+		return badRequest("snapshot %q holds no running state: restore it without --stateful", snap)
 	}
 	profiles, err := d.profileMap(ctx)
 	if err != nil {
@@ -400,15 +415,24 @@ func (d *Daemon) restoreInstance(w http.ResponseWriter, r *http.Request, inst *i
 		Run: func(ctx context.Context, op *operations.Operation) error {
 			wasRunning := d.runtimeState(inst.Name) != liblxc.Stopped
 			if wasRunning {
-				if err := d.stopInstance(ctx, inst.Name, false, -1, false); err != nil {
+				// A stateful restore replaces the running state: no need
+				// for a clean shutdown of the one being dropped.
+				if err := d.stopInstance(ctx, inst.Name, req.Stateful, -1, false); err != nil {
 					return fmt.Errorf("stop before restore: %w", err)
 				}
 			}
 			if err := d.restoreLocked(ctx, inst, s, pool); err != nil {
 				return err
 			}
+			if err := d.restoredSnapshotState(ctx, inst, s.Stateful, req.Stateful); err != nil {
+				return err
+			}
 			d.events.Lifecycle("instance-restored", instanceURL(inst.Name), map[string]any{"snapshot": s.Name})
-			if wasRunning {
+			if req.Stateful {
+				if err := d.startInstanceState(ctx, inst.Name, true); err != nil {
+					return fmt.Errorf("resume the snapshot's running state: %w", err)
+				}
+			} else if wasRunning {
 				if err := d.startInstance(ctx, inst.Name); err != nil {
 					return fmt.Errorf("start after restore: %w", err)
 				}
