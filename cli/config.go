@@ -91,7 +91,8 @@ func (a *app) cmdConfig() *cobra.Command {
 		Use:   "config",
 		Short: "Manage instance and server configuration options",
 	}
-	cmd.AddCommand(a.cmdConfigGet(), a.cmdConfigSet(), a.cmdConfigUnset(), a.cmdConfigShow(), a.cmdConfigEdit(), a.cmdConfigDevice())
+	cmd.AddCommand(a.cmdConfigGet(), a.cmdConfigSet(), a.cmdConfigUnset(), a.cmdConfigShow(), a.cmdConfigEdit(), a.cmdConfigDevice(),
+		a.cmdConfigTrust())
 	return cmd
 }
 

@@ -105,8 +105,9 @@ func (a *app) rootCommand() *cobra.Command {
 		a.cmdStart(), a.cmdStop(), a.cmdRestart(), a.cmdPause(), a.cmdResume(),
 		a.cmdDelete(), a.cmdRename(), a.cmdMove(), a.cmdCopy(), a.cmdSnapshot(), a.cmdRestore(),
 		a.cmdList(), a.cmdInfo(), a.cmdExec(), a.cmdFile(),
-		a.cmdImage(), a.cmdConfig(), a.cmdProfile(), a.cmdStorage(),
-		a.cmdVersion(), a.cmdRemote(), a.cmdOperation(), a.cmdQuery(), a.cmdMonitor(),
+		a.cmdImage(), a.cmdPublish(), a.cmdConfig(), a.cmdProfile(), a.cmdStorage(), a.cmdNetwork(),
+		a.cmdVersion(), a.cmdRemote(), a.cmdOperation(), a.cmdQuery(), a.cmdMonitor(), a.cmdDiff(),
+		a.cmdExport(), a.cmdImport(),
 	)
 	return root
 }

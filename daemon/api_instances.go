@@ -127,6 +127,9 @@ func randomName() string {
 
 func (d *Daemon) createInstance(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
+	if r.Header.Get("Content-Type") == "application/octet-stream" {
+		return d.importBackup(w, r) // a backup tarball: `lxc import`
+	}
 	var req api.InstancesPost
 	if err := readJSON(r, &req); err != nil {
 		return err
@@ -204,6 +207,12 @@ func (d *Daemon) createInstance(w http.ResponseWriter, r *http.Request) error {
 		CreatedAt: time.Now().UTC(),
 	}
 	inst := expand(row, profiles)
+	if err := checkDevicePaths(inst.expandedDevices); err != nil {
+		return err
+	}
+	if _, err := limitsOf(inst.expandedConfig); err != nil {
+		return err
+	}
 	root := inst.expandedDevices["root"]
 	if root["type"] != "disk" || root["path"] != "/" || root["pool"] == "" {
 		return badRequest("instance has no root disk device: add one with a pool (for example to the default profile)")
@@ -216,6 +225,9 @@ func (d *Daemon) createInstance(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	row.Pool = root["pool"]
+	if err := d.checkNICs(ctx, inst.expandedDevices); err != nil {
+		return err
+	}
 	if image != nil {
 		if row.Architecture == "" {
 			row.Architecture = image.Architecture
@@ -252,8 +264,12 @@ func (d *Daemon) createInstance(w http.ResponseWriter, r *http.Request) error {
 			if err == nil {
 				err = d.fillInstance(ctx, row, pool, image)
 			}
+			if err == nil {
+				err = d.createdNICs(ctx, row.Name)
+			}
 			if err != nil {
 				slog.Error("create instance", "instance", row.Name, "err", err)
+				d.removeNICHostFiles(row.Name, nil)
 				_ = pool.DeleteInstance(context.WithoutCancel(ctx), row.Name)
 				_ = d.db.DeleteInstance(context.WithoutCancel(ctx), row.ID)
 				return err
@@ -414,6 +430,9 @@ func (d *Daemon) updateInstance(w http.ResponseWriter, r *http.Request, patch bo
 	if err := d.checkDiskVolumes(ctx, updated.expandedDevices); err != nil {
 		return err
 	}
+	if err := d.checkNICUpdate(ctx, inst, updated); err != nil {
+		return err
+	}
 	// A changed root disk size applies at once, running or not; a size
 	// the pool refuses changes nothing.
 	if oldSize, newSize := inst.expandedDevices["root"]["size"], updated.expandedDevices["root"]["size"]; oldSize != newSize {
@@ -429,14 +448,52 @@ func (d *Daemon) updateInstance(w http.ResponseWriter, r *http.Request, patch bo
 			return quotaError(err)
 		}
 	}
+	// Limits and device paths are checked before any device moves.
+	if _, err := limitsOf(updated.expandedConfig); err != nil {
+		return err
+	}
+	if err := checkDevicePaths(updated.expandedDevices); err != nil {
+		return err
+	}
 	undoHotplug, err := d.hotplugDisks(ctx, inst, updated)
 	if err != nil {
 		return err
 	}
-	if err := d.db.UpdateInstance(ctx, row); err != nil {
+	undoProxies, err := d.updateProxies(inst, updated)
+	if err != nil {
 		undoHotplug()
 		return err
 	}
+	undoNICs, err := d.hotplugNICs(ctx, inst, updated)
+	if err != nil {
+		undoProxies()
+		undoHotplug()
+		return err
+	}
+	undoUnix, err := d.hotplugUnix(ctx, inst, updated)
+	if err != nil {
+		undoNICs()
+		undoProxies()
+		undoHotplug()
+		return err
+	}
+	undoLimits, err := d.applyLimits(inst, updated)
+	if err != nil {
+		undoUnix()
+		undoNICs()
+		undoProxies()
+		undoHotplug()
+		return err
+	}
+	if err := d.db.UpdateInstance(ctx, row); err != nil {
+		undoNICs()
+		undoProxies()
+		undoLimits()
+		undoUnix()
+		undoHotplug()
+		return err
+	}
+	d.resyncNICs(ctx, name)
 	d.events.Lifecycle("instance-updated", instanceURL(name), nil)
 	if patch {
 		return syncResponse(w, nil)
@@ -503,6 +560,9 @@ func (d *Daemon) removeInstanceLocked(ctx context.Context, inst *instance) error
 	if err := d.db.DeleteInstance(ctx, inst.ID); err != nil {
 		return err
 	}
+	d.stopAllProxies(inst.Name)
+	d.removeNICHostFiles(inst.Name, nil)
+	d.removeInstanceBackups(inst.Name)
 	d.events.Lifecycle("instance-deleted", instanceURL(inst.Name), nil)
 	return nil
 }
@@ -581,6 +641,7 @@ func (d *Daemon) renameInstance(ctx context.Context, inst *instance, newName str
 	if err := d.db.SetInstanceConfig(ctx, inst.ID, map[string]string{keyRenameFrom: ""}); err != nil {
 		return err
 	}
+	d.renamedNICs(ctx, inst.Name, newName)
 	d.events.Lifecycle("instance-renamed", instanceURL(newName), map[string]any{"old_name": inst.Name})
 	return nil
 }

@@ -13,7 +13,12 @@ import (
 )
 
 // serverConfigKeys are the server config keys celld knows so far.
-var serverConfigKeys = map[string]bool{}
+var serverConfigKeys = map[string]bool{
+	// Image auto-update and cache expiry (image_update.go).
+	keyImagesAutoUpdateInterval: true, keyImagesAutoUpdateCached: true, keyImagesRemoteCacheExpiry: true,
+	// The HTTPS API (https.go).
+	keyHTTPSAddress: true, keyTrustPassword: true, keyRemoteTokenExpiry: true,
+}
 
 func utsField(b [65]byte) string { return strings.TrimRight(string(b[:]), "\x00") }
 
@@ -47,6 +52,7 @@ func (d *Daemon) getServer(w http.ResponseWriter, r *http.Request) error {
 			StorageSupportedDrivers: []api.ServerStorageDriverInfo{{Name: "dir", Version: "1"}},
 		},
 	}
+	d.fillServerTLS(&srv)
 	return syncResponse(w, srv)
 }
 
@@ -79,14 +85,23 @@ func (d *Daemon) updateServer(w http.ResponseWriter, r *http.Request, patch bool
 		if !ok {
 			return badRequest("server config key %q: value must be a string", k)
 		}
+		if err := validateImagesConfig(k, s); err != nil {
+			return err
+		}
 		if s == "" {
 			delete(cfg, k)
 		} else {
 			cfg[k] = s
 		}
 	}
-	if err := d.db.ReplaceServerConfig(r.Context(), cfg); err != nil {
+	commitTLS, err := d.prepareServerConfig(r.Context(), cfg)
+	if err != nil {
 		return err
 	}
+	if err := d.db.ReplaceServerConfig(r.Context(), cfg); err != nil {
+		commitTLS(false)
+		return err
+	}
+	commitTLS(true)
 	return syncResponse(w, nil)
 }

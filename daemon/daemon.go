@@ -22,6 +22,7 @@ import (
 	"cell/daemon/liblxc"
 	"cell/daemon/operations"
 	"cell/images"
+	"cell/network"
 	"cell/shared/idmap"
 	"cell/storage"
 	"cell/zfs"
@@ -45,10 +46,19 @@ type Daemon struct {
 
 	locks keyedMutex
 
+	// networks runs the managed bridges and their dnsmasq (networks.go).
+	networks *network.Manager
+
+	// proxies are the running proxy devices (devices_proxy.go).
+	proxies proxySet
+
 	server       *http.Server
 	listener     net.Listener
 	shutdownCh   chan struct{}
 	shutdownOnce sync.Once
+
+	// tls is the HTTPS API: key pair, listener, trust store (https.go).
+	tls *tlsState
 
 	// ctx ends when the daemon stops; background work watches it.
 	ctx    context.Context
@@ -59,6 +69,8 @@ type Daemon struct {
 type Options struct {
 	// Dir is CELL_DIR: database, socket, pools, images, logs.
 	Dir string
+	// NoDefaultNetwork skips creating cellbr0 on first start.
+	NoDefaultNetwork bool
 }
 
 // New opens the daemon's state in dir (creating it on first start),
@@ -71,10 +83,15 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 	if err := os.MkdirAll(opts.Dir, 0o711); err != nil {
 		return nil, fmt.Errorf("create %s: %w", opts.Dir, err)
 	}
+	if err := checkTraversable(opts.Dir); err != nil {
+		return nil, err
+	}
 	m, err := idmap.Default()
 	if err != nil {
 		return nil, fmt.Errorf("read the host's id allowance: %w", err)
 	}
+	_, statErr := os.Stat(filepath.Join(opts.Dir, "cell.db"))
+	firstStart := errors.Is(statErr, os.ErrNotExist)
 	database, err := db.Open(ctx, filepath.Join(opts.Dir, "cell.db"))
 	if err != nil {
 		return nil, err
@@ -107,6 +124,15 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 		return nil, err
 	}
 	d.recoverVolumes(ctx)
+	// Before autostart: instances' nics need their bridges.
+	if err := d.initNetworks(ctx, firstStart && !opts.NoDefaultNetwork); err != nil {
+		d.close()
+		return nil, err
+	}
+	if err := d.initTLS(ctx); err != nil {
+		d.close()
+		return nil, err
+	}
 	return d, nil
 }
 
@@ -143,6 +169,15 @@ func (d *Daemon) initStorage(ctx context.Context) error {
 			}
 		}
 	}
+	// Pool creations a crash interrupted: kept if recorded, else undone.
+	storage.Recover(ctx, filepath.Join(d.dir, "storage-pools"), d.storagePool, func(name string) bool {
+		for _, p := range pools {
+			if p.Name == name {
+				return true
+			}
+		}
+		return false
+	})
 	for _, p := range pools {
 		drv, err := storage.Open(ctx, p.Driver, d.storagePool(p.Name, poolConfig(p)))
 		if err != nil {
@@ -253,8 +288,13 @@ func (d *Daemon) Serve() error {
 	}
 	d.listener = l
 	d.server = &http.Server{Handler: d.router(), ReadHeaderTimeout: 30 * time.Second}
+	// Before autostart and the API: a running instance's proxies listen
+	// again before anything can change its devices.
+	d.restoreProxies(d.ctx)
+	d.startHTTPS(d.ctx)
 	go d.autostart(d.ctx)
 	go d.snapshotTask(d.ctx)
+	go d.imageTask(d.ctx)
 	slog.Info("celld ready", "dir", d.dir, "socket", path)
 	err = d.server.Serve(l)
 	if errors.Is(err, http.ErrServerClosed) {
@@ -272,6 +312,7 @@ func (d *Daemon) Stop(ctx context.Context) error {
 		// Hijacked websockets (exec, events) are not waited for.
 		err = d.server.Shutdown(ctx)
 	}
+	d.stopHTTPS(ctx)
 	d.db.Close()
 	return err
 }
@@ -423,4 +464,40 @@ func (d *Daemon) recoverSnapshotRename(ctx context.Context, row db.Instance) err
 		}
 	}
 	return d.db.SetInstanceConfig(ctx, row.ID, map[string]string{keySnapshotRename: ""})
+}
+
+// checkTraversable makes sure an unprivileged container's root, which is
+// "other" to the host, can reach its rootfs under dir: liblxc otherwise
+// fails every start with a permission error deep in its log. celld's own
+// dir is fixed (LXD keeps its dir 0711 too); a parent that is closed is the
+// administrator's choice (privileged containers still work), so it is
+// only warned about.
+func checkTraversable(dir string) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return fmt.Errorf("resolve %s: %w", dir, err)
+	}
+	fi, err := os.Stat(abs)
+	if err != nil {
+		return fmt.Errorf("stat %s: %w", abs, err)
+	}
+	if fi.Mode().Perm()&0o001 == 0 {
+		if err := os.Chmod(abs, fi.Mode().Perm()|0o011); err != nil {
+			return fmt.Errorf("make %s traversable for containers: %w", abs, err)
+		}
+	}
+	for p := filepath.Dir(abs); ; p = filepath.Dir(p) {
+		fi, err := os.Stat(p)
+		if err != nil {
+			return fmt.Errorf("stat %s: %w", p, err)
+		}
+		if fi.Mode().Perm()&0o001 == 0 {
+			slog.Warn("a parent of the data dir is not searchable by other users: unprivileged containers will fail to start (privileged ones work); chmod o+x it or choose another CELL_DIR",
+				"dir", p, "mode", fmt.Sprintf("%04o", fi.Mode().Perm()), "data_dir", abs)
+			return nil
+		}
+		if p == "/" {
+			return nil
+		}
+	}
 }

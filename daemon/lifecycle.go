@@ -30,6 +30,12 @@ func hostMemory() int64 {
 // startInstance boots an instance: its rootfs is shifted to the map it
 // needs, its templates rendered, its lxc config written and lxc-start run.
 func (d *Daemon) startInstance(ctx context.Context, name string) error {
+	return d.startInstanceState(ctx, name, false)
+}
+
+// startInstanceState starts an instance; stateful resumes the running
+// state a stateful stop saved (stateful.go) instead of booting.
+func (d *Daemon) startInstanceState(ctx context.Context, name string, stateful bool) error {
 	unlock := d.locks.Lock("instance/" + name)
 	defer unlock()
 	inst, err := d.loadInstance(ctx, name)
@@ -43,6 +49,10 @@ func (d *Daemon) startInstance(ctx context.Context, name string) error {
 	default:
 		return badRequest("instance %q is already running", name)
 	}
+	checkpoint, err := d.statefulStart(ctx, inst, stateful)
+	if err != nil {
+		return err
+	}
 	volume, _, err := d.volumePath(inst)
 	if err != nil {
 		return err
@@ -52,6 +62,9 @@ func (d *Daemon) startInstance(ctx context.Context, name string) error {
 		return fmt.Errorf("instance %q has no root filesystem: %w", name, err)
 	}
 
+	if err := d.allocateIdmap(ctx, inst); err != nil {
+		return err
+	}
 	want := d.idmapFor(inst)
 	if err := d.shiftRootfs(ctx, inst, rootfs, want); err != nil {
 		return err
@@ -86,10 +99,29 @@ func (d *Daemon) startInstance(ctx context.Context, name string) error {
 	if cfg.Mounts, err = d.diskMounts(ctx, inst, want); err != nil {
 		return err
 	}
+	if cfg.Devices, err = d.unixDevices(inst, want); err != nil {
+		return err
+	}
+	if cfg.NICs, err = d.startNICs(ctx, inst); err != nil {
+		return err
+	}
 	if err := d.runtime.WriteConfig(name, cfg); err != nil {
 		return err
 	}
-	if err := d.runtime.Start(ctx, name); err != nil {
+	if checkpoint != "" {
+		err = d.restoreRunning(ctx, inst, checkpoint)
+	} else {
+		err = d.runtime.Start(ctx, name)
+	}
+	if err != nil {
+		d.stoppedNICs(context.WithoutCancel(ctx), inst)
+		return err
+	}
+	if err := d.startProxies(inst); err != nil {
+		// Nothing half-made: an instance whose proxy cannot listen does
+		// not stay up without it.
+		_ = d.runtime.Stop(name)
+		d.stoppedNICs(context.WithoutCancel(ctx), inst)
 		return err
 	}
 	now := time.Now()
@@ -109,6 +141,7 @@ func (d *Daemon) lxcConfig(inst *instance, rootfs string, m idmap.Map) (liblxc.C
 		Rootfs: rootfs, Idmap: m, HaltSignal: haltSignal(rootfs),
 		Nesting:     config.IsTrue(inst.expandedConfig["security.nesting"]),
 		Raw:         inst.expandedConfig["raw.lxc"],
+		Seccomp:     seccompProfile(inst.expandedConfig),
 		Environment: map[string]string{},
 	}
 	for k, v := range inst.expandedConfig {
@@ -117,13 +150,8 @@ func (d *Daemon) lxcConfig(inst *instance, rootfs string, m idmap.Map) (liblxc.C
 		}
 	}
 	var err error
-	if cfg.CPUSet, err = config.CPUSet(inst.expandedConfig["limits.cpu"]); err != nil {
-		return cfg, badRequest("limits.cpu: %v", err)
-	}
-	if cfg.MemoryLimit, err = config.MemoryLimit(inst.expandedConfig["limits.memory"], hostMemory()); err != nil {
-		return cfg, badRequest("limits.memory: %v", err)
-	}
-	return cfg, nil
+	cfg.Limits, err = limitsOf(inst.expandedConfig)
+	return cfg, err
 }
 
 func cutPrefix(s, prefix string) (string, bool) {
@@ -230,6 +258,8 @@ func (d *Daemon) stopInstance(ctx context.Context, name string, force bool, time
 		}
 		return err
 	}
+	d.stopAllProxies(name)
+	d.stoppedNICs(ctx, inst)
 	d.events.Lifecycle("instance-stopped", instanceURL(name), nil)
 	if inst.Ephemeral {
 		return d.removeInstanceLocked(ctx, inst)

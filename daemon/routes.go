@@ -18,19 +18,38 @@ var apiExtensions = []string{
 	"container_exec_signal_handling",
 	"container_user_group_cwd",
 	"container_full",
-	// Listing only (always empty): `lxc info NAME` needs it. Creating a
-	// backup answers 501.
+	// Backups in LXD's tarball layout (not optimized storage yet).
 	"container_backup",
+	"backup_compression",
+	"container_backup_override_pool",
+	"backup_override_name",
 	"event_lifecycle",
 	"api_filtering",
 	"operation_wait",
 	"image_create_aliases",
+	"image_compression_algorithm",
 	"instances",
 	"snapshot_expiry",
 	"snapshot_expiry_creation",
 	// Local copy: --instance-only and --refresh.
 	"container_only_migration",
 	"container_incremental_copy",
+	"resources",
+	"resources_v2",
+	"metrics",
+	// Managed bridges (api_networks.go).
+	"network",
+	"network_leases",
+	"network_state",
+	"network_dhcp_expiry",
+	// The HTTPS API's trust store: join tokens (`lxc config trust add`
+	// checks for it) and the restricted flag.
+	"certificate_token",
+	"certificate_update",
+	"remote_token_expiry",
+	// Custom volume snapshots and restore; volume copy between pools.
+	"storage_api_volume_snapshots",
+	"storage_api_local_volume_handling",
 }
 
 func (d *Daemon) router() http.Handler {
@@ -55,6 +74,7 @@ func (d *Daemon) router() http.Handler {
 					r.Method("DELETE", "/", handlerFunc(d.deleteInstance))
 					r.Method("POST", "/", handlerFunc(d.postInstance))
 					r.Method("GET", "/state", handlerFunc(d.getInstanceState))
+					r.Method("GET", "/diff", handlerFunc(d.getInstanceDiff))
 					r.Method("PUT", "/state", handlerFunc(d.putInstanceState))
 					r.Method("POST", "/exec", handlerFunc(d.execInstance))
 					r.Method("GET", "/files", handlerFunc(d.getInstanceFile))
@@ -70,8 +90,11 @@ func (d *Daemon) router() http.Handler {
 					r.Method("PUT", "/snapshots/{snap}", handlerFunc(d.putInstanceSnapshot))
 					r.Method("DELETE", "/snapshots/{snap}", handlerFunc(d.deleteInstanceSnapshot))
 					r.Method("POST", "/snapshots/{snap}", handlerFunc(d.postInstanceSnapshot))
-					r.Method("GET", "/backups", handlerFunc(d.listInstanceBackups))
-					r.Method("POST", "/backups", handlerFunc(d.createInstanceBackup))
+					r.Method("GET", "/backups", handlerFunc(d.listBackups))
+					r.Method("POST", "/backups", handlerFunc(d.createBackup))
+					r.Method("GET", "/backups/{backup}", handlerFunc(d.getBackup))
+					r.Method("DELETE", "/backups/{backup}", handlerFunc(d.deleteBackup))
+					r.Method("GET", "/backups/{backup}/export", handlerFunc(d.exportBackup))
 				})
 			})
 		}
@@ -82,6 +105,8 @@ func (d *Daemon) router() http.Handler {
 		r.Method("GET", "/operations/{id}/wait", handlerFunc(d.waitOperation))
 		r.Method("GET", "/operations/{id}/websocket", handlerFunc(d.operationWebsocket))
 		r.Method("GET", "/events", handlerFunc(d.getEvents))
+		r.Method("GET", "/resources", handlerFunc(d.getResources))
+		r.Method("GET", "/metrics", handlerFunc(d.getMetrics))
 
 		r.Method("GET", "/images", handlerFunc(d.listImages))
 		r.Method("POST", "/images", handlerFunc(d.createImage))
@@ -98,6 +123,7 @@ func (d *Daemon) router() http.Handler {
 		r.Method("PATCH", "/images/{fingerprint}", handlerFunc(d.patchImage))
 		r.Method("DELETE", "/images/{fingerprint}", handlerFunc(d.deleteImage))
 		r.Method("GET", "/images/{fingerprint}/export", handlerFunc(d.exportImage))
+		r.Method("POST", "/images/{fingerprint}/refresh", handlerFunc(d.refreshImageHandler))
 
 		r.Method("GET", "/profiles", handlerFunc(d.listProfiles))
 		r.Method("POST", "/profiles", handlerFunc(d.createProfile))
@@ -106,6 +132,16 @@ func (d *Daemon) router() http.Handler {
 		r.Method("PATCH", "/profiles/{name}", handlerFunc(d.patchProfile))
 		r.Method("POST", "/profiles/{name}", handlerFunc(d.renameProfile))
 		r.Method("DELETE", "/profiles/{name}", handlerFunc(d.deleteProfile))
+
+		r.Method("GET", "/networks", handlerFunc(d.listNetworks))
+		r.Method("POST", "/networks", handlerFunc(d.createNetworkHandler))
+		r.Method("GET", "/networks/{name}", handlerFunc(d.getNetwork))
+		r.Method("PUT", "/networks/{name}", handlerFunc(d.putNetwork))
+		r.Method("PATCH", "/networks/{name}", handlerFunc(d.patchNetwork))
+		r.Method("DELETE", "/networks/{name}", handlerFunc(d.deleteNetworkHandler))
+		r.Method("POST", "/networks/{name}", handlerFunc(d.renameNetwork))
+		r.Method("GET", "/networks/{name}/leases", handlerFunc(d.getNetworkLeases))
+		r.Method("GET", "/networks/{name}/state", handlerFunc(d.getNetworkState))
 
 		r.Method("GET", "/storage-pools", handlerFunc(d.listStoragePools))
 		r.Method("POST", "/storage-pools", handlerFunc(d.createStoragePool))
@@ -127,6 +163,14 @@ func (d *Daemon) router() http.Handler {
 		r.Method("POST", "/storage-pools/{name}/volumes/{type}/{volume}/snapshots", handlerFunc(d.createVolumeSnapshot))
 		r.Method("GET", "/storage-pools/{name}/volumes/{type}/{volume}/snapshots/{snap}", handlerFunc(d.getVolumeSnapshot))
 		r.Method("DELETE", "/storage-pools/{name}/volumes/{type}/{volume}/snapshots/{snap}", handlerFunc(d.deleteVolumeSnapshot))
+
+		// The trust store of the HTTPS API (api_certificates.go).
+		r.Method("GET", "/certificates", handlerFunc(d.listCertificates))
+		r.Method("POST", "/certificates", handlerFunc(d.createCertificate))
+		r.Method("GET", "/certificates/{fingerprint}", handlerFunc(d.getCertificate))
+		r.Method("PUT", "/certificates/{fingerprint}", handlerFunc(d.putCertificate))
+		r.Method("PATCH", "/certificates/{fingerprint}", handlerFunc(d.patchCertificate))
+		r.Method("DELETE", "/certificates/{fingerprint}", handlerFunc(d.deleteCertificate))
 	})
 	// Only local root reaches the unix socket; `celld shutdown` uses this.
 	r.Method("PUT", "/internal/shutdown", handlerFunc(d.internalShutdown))
@@ -136,5 +180,6 @@ func (d *Daemon) router() http.Handler {
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusMethodNotAllowed, r.Method+" is not allowed on "+r.URL.Path)
 	})
-	return r
+	// HTTPS clients get only what their certificate allows (auth.go).
+	return d.authenticate(r)
 }

@@ -1,6 +1,7 @@
 // Command celld is the Cell daemon.
 //
 //	celld               run in the foreground (CELL_DIR, default /var/lib/cell)
+//	celld daemon --no-default-network   same, without making cellbr0 on first start
 //	celld shutdown      stop every instance cleanly, then stop the daemon
 //	celld waitready     wait until the daemon answers
 //
@@ -15,6 +16,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -24,11 +26,14 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"cell/daemon"
 )
 
 func main() {
 	debug := flag.Bool("debug", false, "log debug messages")
+	noDefaultNetwork := flag.Bool("no-default-network", false, "daemon: do not create the cellbr0 bridge on first start")
 	timeout := flag.Duration("timeout", 0, "waitready/shutdown: give up after this long (0: no limit)")
 	// The command comes first (celld waitready --timeout 5s), flags after.
 	args := os.Args[1:]
@@ -54,7 +59,7 @@ func main() {
 	var err error
 	switch cmd {
 	case "", "daemon":
-		err = run(dir)
+		err = run(dir, *noDefaultNetwork)
 	case "shutdown":
 		err = request(dir, http.MethodPut, "/internal/shutdown", *timeout)
 	case "waitready":
@@ -68,12 +73,18 @@ func main() {
 	}
 }
 
-func run(dir string) error {
+func run(dir string, noDefaultNetwork bool) error {
 	if os.Geteuid() != 0 {
 		return errors.New("celld must run as root")
 	}
+	// Descriptors celld inherited without close-on-exec (from the shell or
+	// service manager that started it) would otherwise reach every process
+	// exec'd in a container: host files leaking into the container, and
+	// processes CRIU refuses to checkpoint. Go opens its own files
+	// close-on-exec already.
+	_ = unix.CloseRange(3, math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC)
 	ctx := context.Background()
-	d, err := daemon.New(ctx, daemon.Options{Dir: dir})
+	d, err := daemon.New(ctx, daemon.Options{Dir: dir, NoDefaultNetwork: noDefaultNetwork})
 	if err != nil {
 		return err
 	}

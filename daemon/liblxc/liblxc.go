@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	lxc "github.com/lxc/go-lxc"
@@ -28,6 +29,15 @@ type Runtime struct {
 	Path string
 	// LogDir holds NAME/lxc.log for each container.
 	LogDir string
+
+	// handles keeps one loaded container per name for State and InitPID,
+	// which every instance listing asks for each instance. Loading parses
+	// the whole generated config (about a millisecond), while the answers
+	// come from the container's monitor and never from the config, so a
+	// handle loaded once stays right until the container is removed or
+	// renamed. Everything else loads afresh: it needs the current config.
+	handlesMu sync.Mutex
+	handles   map[string]*lxc.Container
 }
 
 // New prepares a runtime rooted at path.
@@ -66,24 +76,53 @@ func (r *Runtime) container(name string) (*lxc.Container, error) {
 	return c, nil
 }
 
+// handle returns the cached container of name for monitor queries.
+func (r *Runtime) handle(name string) (*lxc.Container, error) {
+	r.handlesMu.Lock()
+	defer r.handlesMu.Unlock()
+	if c, ok := r.handles[name]; ok {
+		return c, nil
+	}
+	c, err := r.container(name)
+	if err != nil {
+		return nil, err
+	}
+	if r.handles == nil {
+		r.handles = map[string]*lxc.Container{}
+	}
+	r.handles[name] = c
+	return c, nil
+}
+
+// forget drops the cached handle of name. A query still using it answers
+// as for a stopped container (go-lxc guards a released handle), which is
+// what a removed or renamed container is.
+func (r *Runtime) forget(name string) {
+	r.handlesMu.Lock()
+	c, ok := r.handles[name]
+	delete(r.handles, name)
+	r.handlesMu.Unlock()
+	if ok {
+		_ = c.Release()
+	}
+}
+
 // State returns the state of a container; a container liblxc does not
 // know is stopped.
 func (r *Runtime) State(name string) State {
-	c, err := r.container(name)
+	c, err := r.handle(name)
 	if err != nil {
 		return Stopped
 	}
-	defer c.Release()
 	return State(c.State().String())
 }
 
 // InitPID returns the host pid of the container's init, or -1.
 func (r *Runtime) InitPID(name string) int {
-	c, err := r.container(name)
+	c, err := r.handle(name)
 	if err != nil {
 		return -1
 	}
-	defer c.Release()
 	return c.InitPid()
 }
 
@@ -104,6 +143,12 @@ func (r *Runtime) WriteConfig(name string, cfg Config) error {
 	}
 	cfg.Name = name
 	cfg.LogFile = r.LogPath(name)
+	if cfg.Seccomp != "" {
+		cfg.seccompPath = filepath.Join(dir, "seccomp")
+		if err := os.WriteFile(cfg.seccompPath, []byte(cfg.Seccomp), 0o600); err != nil {
+			return fmt.Errorf("write seccomp profile: %w", err)
+		}
+	}
 	text, err := cfg.Render()
 	if err != nil {
 		return err
@@ -221,12 +266,15 @@ func (r *Runtime) Unfreeze(name string) error {
 // Remove deletes the container's lxc config dir and logs. The container
 // must be stopped.
 func (r *Runtime) Remove(name string) error {
+	r.forget(name)
 	return errors.Join(os.RemoveAll(filepath.Join(r.Path, name)), os.RemoveAll(filepath.Join(r.LogDir, name)))
 }
 
 // Rename moves the container's config dir and logs to a new name. The
 // container must be stopped; its config is rewritten at the next start.
 func (r *Runtime) Rename(oldName, newName string) error {
+	r.forget(oldName)
+	r.forget(newName)
 	for _, base := range []string{r.Path, r.LogDir} {
 		err := os.Rename(filepath.Join(base, oldName), filepath.Join(base, newName))
 		if err != nil && !errors.Is(err, os.ErrNotExist) {

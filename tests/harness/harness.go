@@ -160,6 +160,9 @@ type Daemon struct {
 	Dir  string
 	Bin  string
 	Conf string
+	// DefaultNetwork lets celld make cellbr0 on first start; off by
+	// default, since parallel tests would fight over it (network.go).
+	DefaultNetwork bool
 	// proc is shared by the copies For makes, so that a subtest that
 	// restarts the daemon leaves the parent knowing the live process.
 	*proc
@@ -179,6 +182,11 @@ func (d *Daemon) Socket() string { return filepath.Join(d.Dir, "unix.socket") }
 // containers and its directory are removed when the test ends.
 func StartDaemon(t testing.TB) *Daemon {
 	t.Helper()
+	return startDaemon(t, false)
+}
+
+func startDaemon(t testing.TB, defaultNetwork bool) *Daemon {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("integration tests need root (containers, idmaps): run them as root")
 	}
@@ -191,7 +199,7 @@ func StartDaemon(t testing.TB) *Daemon {
 	if err := os.Chmod(dir, 0o711); err != nil {
 		t.Fatal(err)
 	}
-	d := &Daemon{t: t, Dir: filepath.Join(dir, "cell"), Bin: bin, Conf: filepath.Join(dir, "conf"), proc: &proc{}}
+	d := &Daemon{t: t, Dir: filepath.Join(dir, "cell"), Bin: bin, Conf: filepath.Join(dir, "conf"), proc: &proc{}, DefaultNetwork: defaultNetwork}
 	t.Cleanup(func() { d.destroy(dir) })
 	d.Start()
 	return d
@@ -206,6 +214,9 @@ func (d *Daemon) Start() {
 		d.t.Fatal(err)
 	}
 	d.cmd = exec.Command(filepath.Join(d.Bin, "celld"), "--debug")
+	if !d.DefaultNetwork {
+		d.cmd.Args = append(d.cmd.Args, "--no-default-network")
+	}
 	d.cmd.Env = append(os.Environ(), "CELL_DIR="+d.Dir)
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	if err := d.cmd.Start(); err != nil {
@@ -255,6 +266,14 @@ func (d *Daemon) Signal(sig os.Signal, timeout time.Duration) error {
 	}
 }
 
+// PID is the running daemon's process id (0 when it is not running).
+func (d *Daemon) PID() int {
+	if d.cmd == nil || d.cmd.Process == nil {
+		return 0
+	}
+	return d.cmd.Process.Pid
+}
+
 // Exited is closed when the daemon process has exited.
 func (d *Daemon) Exited() <-chan struct{} { return d.exited }
 
@@ -282,6 +301,7 @@ func (d *Daemon) destroy(dir string) {
 		d.t.Logf("celld log:\n%s", tail(d.Log(), 60))
 	}
 	destroyZpoolsUnder(dir)
+	sweepNetworks(d.t, d.Dir)
 	releaseMounts(d.t, dir)
 	if err := os.RemoveAll(dir); err != nil {
 		d.t.Errorf("remove test dir: %v", err)
@@ -539,4 +559,20 @@ func destroyZpoolsUnder(dir string) {
 			time.Sleep(time.Second)
 		}
 	}
+}
+
+// EnableHTTPS makes the daemon serve its API over HTTPS on a free
+// loopback port (core.https_address) and returns "127.0.0.1:PORT".
+func (d *Daemon) EnableHTTPS() string {
+	d.t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	if status, env := d.API("PATCH", "/1.0", map[string]any{"config": map[string]string{"core.https_address": addr}}); status != http.StatusOK {
+		d.t.Fatalf("enable HTTPS on %s: status %d: %s", addr, status, env.Error)
+	}
+	return addr
 }
