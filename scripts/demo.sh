@@ -33,6 +33,12 @@ for _ in $(seq 1 60); do
 	case "$state" in running | degraded) break ;; esac
 	sleep 0.5
 done
+# eth0 is on cellbr0, the network celld made on its first start: wait for
+# its DHCP lease so that the listing shows the address.
+for _ in $(seq 1 30); do
+	[ -n "$(c list C01 -c 4 --format csv)" ] && break
+	sleep 0.5
+done
 c list
 echo "demo: C01 systemd state: ${state:-unknown}"
 echo "demo: try: export CELL_DIR=$CELL_DIR PATH=\$PATH:$BIN; c exec C01 bash"
