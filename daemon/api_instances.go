@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -65,6 +66,7 @@ func (d *Daemon) listInstances(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
+	var stateOf []*instance // recursion 2: the instances whose state goes in full
 	for _, row := range rows {
 		inst := expand(row, profiles)
 		ai := d.apiInstance(inst)
@@ -81,13 +83,43 @@ func (d *Daemon) listInstances(w http.ResponseWriter, r *http.Request) error {
 			for _, s := range snapshots[inst.ID] {
 				snaps = append(snaps, d.apiSnapshot(s, profiles))
 			}
-			full = append(full, api.InstanceFull{Instance: ai, State: d.instanceState(inst), Snapshots: snaps, Backups: []any{}})
+			full = append(full, api.InstanceFull{Instance: ai, Snapshots: snaps, Backups: []any{}})
+			stateOf = append(stateOf, inst)
 		}
 	}
 	if recursion(r) == 0 {
 		return syncResponse(w, urls)
 	}
+	for i, st := range d.instanceStates(stateOf) {
+		f := full[i].(api.InstanceFull)
+		f.State = st
+		full[i] = f
+	}
 	return syncResponse(w, full)
+}
+
+// instanceStates reads the state of many instances at once. Each state is
+// a few round trips to the container's monitor and a visit to its network
+// namespace: waiting, not computing, so a few run in parallel.
+func (d *Daemon) instanceStates(insts []*instance) []*api.InstanceState {
+	states := make([]*api.InstanceState, len(insts))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(8, len(insts)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				states[i] = d.instanceState(insts[i])
+			}
+		}()
+	}
+	for i := range insts {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return states
 }
 
 func (d *Daemon) getInstance(w http.ResponseWriter, r *http.Request) error {
@@ -576,7 +608,7 @@ func (d *Daemon) postInstance(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if req.Migration {
-		return badRequest("migration is not supported yet")
+		return d.migrateSource(w, r, name, req)
 	}
 	if req.Pool != "" {
 		return badRequest("moving an instance between pools is not supported yet")
