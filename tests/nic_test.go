@@ -180,6 +180,46 @@ func TestNICBridged(t *testing.T) {
 	}
 }
 
+// TestNICMacvlan puts two containers on macvlan nics of one end of a veth
+// pair the test makes (the other end has no address and goes nowhere): in
+// macvlan's bridge mode they reach each other through their shared parent.
+func TestNICMacvlan(t *testing.T) {
+	var links []string
+	expectLinksGone(t, &links)
+	d := busyboxDaemon(t)
+	parent := "ctmv" + randomSuffix(6)
+	peer := parent + "p"
+	if out, err := exec.Command("ip", "link", "add", parent, "type", "veth", "peer", "name", peer).CombinedOutput(); err != nil {
+		t.Fatalf("create veth parent: %v: %s", err, out)
+	}
+	links = append(links, parent, peer)
+	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", parent).Run() })
+	for _, l := range []string{parent, peer} {
+		if out, err := exec.Command("ip", "link", "set", l, "up").CombinedOutput(); err != nil {
+			t.Fatalf("bring %s up: %v: %s", l, err, out)
+		}
+	}
+
+	addrs := map[string]string{"m1": "192.0.2.21", "m2": "192.0.2.22"}
+	for _, name := range []string{"m1", "m2"} {
+		d.MustC("init", "bb", name)
+		d.MustC("config", "device", "add", name, "eth0", "nic", "nictype=macvlan", "parent="+parent)
+		d.MustC("start", name)
+		hw := instanceConfig(t, d, name)["volatile.eth0.hwaddr"]
+		if got := strings.TrimSpace(d.MustC("exec", name, "--", "cat", "/sys/class/net/eth0/address")); got != hw || !strings.HasPrefix(hw, "00:16:3e:") {
+			t.Fatalf("%s: eth0 has MAC %q, volatile says %q", name, got, hw)
+		}
+		d.MustC("exec", name, "--", "ip", "addr", "add", addrs[name]+"/24", "dev", "eth0")
+	}
+	if out, errOut, code := d.C("exec", "m1", "--", "ping", "-c1", "-W5", addrs["m2"]); code != 0 {
+		t.Fatalf("m1 cannot ping m2 over macvlan on %s: %s%s", parent, out, errOut)
+	}
+	d.MustC("stop", "-f", "m1")
+	if _, _, code := d.C("start", "m1"); code != 0 {
+		t.Fatalf("m1 does not start again with its macvlan nic")
+	}
+}
+
 // TestNICValidation refuses nic and proxy devices celld cannot set up,
 // with a message that says what is wrong, and changes nothing.
 func TestNICValidation(t *testing.T) {
