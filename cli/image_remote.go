@@ -29,11 +29,65 @@ func (a *app) imageServer(remote string) (*simplestreams.Client, error) {
 	return simplestreams.New(r.Addr, nil)
 }
 
-// remoteImageSource is the instance source for an image on an image
-// server: the daemon resolves and downloads it.
-func (a *app) remoteImageSource(remote, image string) api.InstanceSource {
-	return api.InstanceSource{Type: "image", Mode: "pull", Server: a.conf.Remotes[remote].Addr,
-		Protocol: "simplestreams", Alias: image}
+// remoteImageSource is the instance source for an image on another
+// remote: the daemon resolves and downloads it.
+func (a *app) remoteImageSource(ctx context.Context, remote, image string) (api.InstanceSource, error) {
+	src, err := a.pullSource(ctx, remote, image)
+	if err != nil {
+		return api.InstanceSource{}, err
+	}
+	return api.InstanceSource{Type: "image", Mode: "pull", Server: src.Server, Protocol: src.Protocol,
+		Certificate: src.Certificate, Alias: src.Alias, Fingerprint: src.Fingerprint, Secret: src.Secret}, nil
+}
+
+// pullSource describes an image on a remote so that another server can
+// download it: an image server (simplestreams), or a celld or LXD over
+// HTTPS, which the daemon reaches pinned to the certificate this client
+// pinned for the remote. On an LXD-protocol server this client resolves
+// the name itself, and for a private image (which the pulling server, an
+// untrusted client there, cannot see) asks for a one-time download secret.
+func (a *app) pullSource(ctx context.Context, remote, image string) (api.ImagesPostSource, error) {
+	r, ok := a.conf.Remotes[remote]
+	if !ok {
+		return api.ImagesPostSource{}, fmt.Errorf("The remote %q doesn't exist", remote)
+	}
+	src := api.ImagesPostSource{Type: "image", Mode: "pull",
+		ImageSource: api.ImageSource{Server: r.Addr, Protocol: r.Protocol, ImageType: "container"}}
+	if r.Protocol == "simplestreams" {
+		src.Alias = image
+		return src, nil
+	}
+	if !strings.HasPrefix(r.Addr, "https://") {
+		return src, fmt.Errorf("images on remote %q (%s) cannot be used by another server: it is not reachable over HTTPS", remote, r.Addr)
+	}
+	cert, err := os.ReadFile(ServerCertPath(remote))
+	if err != nil {
+		return src, fmt.Errorf("remote %q: no pinned server certificate (%w): remove it and add it again with `c remote add`", remote, err)
+	}
+	src.Certificate = string(cert)
+	c, err := a.client(remote)
+	if err != nil {
+		return src, err
+	}
+	fp, err := resolveImage(ctx, c, image)
+	if err != nil {
+		return src, err
+	}
+	img, _, err := c.GetImage(ctx, fp)
+	if err != nil {
+		return src, err
+	}
+	src.Fingerprint = img.Fingerprint
+	if !strings.HasPrefix(img.Fingerprint, image) {
+		// Named by alias: the daemon records it as the image's source.
+		src.Alias = image
+	}
+	if !img.Public {
+		if src.Secret, err = c.GetImageSecret(ctx, img.Fingerprint); err != nil {
+			return src, fmt.Errorf("image %s on %q is private and no download secret could be had: %w", image, remote, err)
+		}
+	}
+	return src, nil
 }
 
 // simplestreamsImages lists an image server's images as the API shows
@@ -109,8 +163,9 @@ func (a *app) cmdImageCopy() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if !a.conf.IsImageServer(srcRemote) {
-				return fmt.Errorf("copying images from %q is not supported yet: only simplestreams image servers can be copied from", srcRemote)
+			src, err := a.pullSource(ctx, srcRemote, image)
+			if err != nil {
+				return err
 			}
 			c, err := a.client(dstRemote)
 			if err != nil {
@@ -118,22 +173,17 @@ func (a *app) cmdImageCopy() *cobra.Command {
 			}
 			req := api.ImagesPost{
 				ImagePut: api.ImagePut{AutoUpdate: autoUpdate, Public: public},
-				Source: &api.ImagesPostSource{Type: "image", Mode: "pull", ImageSource: api.ImageSource{
-					Server: a.conf.Remotes[srcRemote].Addr, Protocol: "simplestreams", Alias: image, ImageType: "container"}},
+				Source:   &src,
 			}
 			for _, al := range aliases {
 				req.Aliases = append(req.Aliases, api.ImageAlias{Name: al})
 			}
 			if copyAliases {
-				ss, err := a.imageServer(srcRemote)
+				names, err := a.sourceAliases(ctx, srcRemote, image)
 				if err != nil {
 					return err
 				}
-				img, err := ss.Resolve(ctx, image, "")
-				if err != nil {
-					return err
-				}
-				for _, al := range img.Aliases {
+				for _, al := range names {
 					req.Aliases = append(req.Aliases, api.ImageAlias{Name: al})
 				}
 			}
@@ -155,6 +205,35 @@ func (a *app) cmdImageCopy() *cobra.Command {
 	cmd.Flags().BoolVar(&public, "public", false, "Make image public")
 	cmd.Flags().BoolVar(&copyAliases, "copy-aliases", false, "Copy aliases from source")
 	return cmd
+}
+
+// sourceAliases lists the aliases of an image on a remote, for
+// --copy-aliases.
+func (a *app) sourceAliases(ctx context.Context, remote, image string) ([]string, error) {
+	if a.conf.IsImageServer(remote) {
+		ss, err := a.imageServer(remote)
+		if err != nil {
+			return nil, err
+		}
+		img, err := ss.Resolve(ctx, image, "")
+		if err != nil {
+			return nil, err
+		}
+		return img.Aliases, nil
+	}
+	c, err := a.client(remote)
+	if err != nil {
+		return nil, err
+	}
+	fp, err := resolveImage(ctx, c, image)
+	if err != nil {
+		return nil, err
+	}
+	img, _, err := c.GetImage(ctx, fp)
+	if err != nil {
+		return nil, err
+	}
+	return aliasNames(img), nil
 }
 
 // waitDownload waits for an operation that may download an image, showing

@@ -40,6 +40,38 @@ func (c *Client) GetImage(ctx context.Context, fingerprint string) (*api.Image, 
 	return &img, etag, nil
 }
 
+// GetPrivateImage returns an image that the server shows to an untrusted
+// client because of a download secret (see GetImageSecret).
+func (c *Client) GetPrivateImage(ctx context.Context, fingerprint, secret string) (*api.Image, error) {
+	var img api.Image
+	if _, err := c.get(ctx, urlPath("images", fingerprint), secretQuery(secret), &img); err != nil {
+		return nil, err
+	}
+	return &img, nil
+}
+
+// GetImageSecret asks for a one-time secret with which another server may
+// download the image: the secret is in the metadata ("secret") of the
+// operation returned, which runs until the secret is used or cancelled.
+func (c *Client) GetImageSecret(ctx context.Context, fingerprint string) (string, error) {
+	op, err := c.doOperation(ctx, request{method: http.MethodPost, path: urlPath("images", fingerprint, "secret")})
+	if err != nil {
+		return "", err
+	}
+	secret, _ := op.Metadata["secret"].(string)
+	if secret == "" {
+		return "", fmt.Errorf("the server gave no secret for image %s", fingerprint)
+	}
+	return secret, nil
+}
+
+func secretQuery(secret string) url.Values {
+	if secret == "" {
+		return nil
+	}
+	return url.Values{"secret": {secret}}
+}
+
 // UpdateImage replaces an image's writable fields (PUT).
 func (c *Client) UpdateImage(ctx context.Context, fingerprint string, put api.ImagePut, etag string) error {
 	return c.sync(ctx, http.MethodPut, urlPath("images", fingerprint), put, etag)
@@ -70,7 +102,13 @@ type ImageExport struct {
 // a split image's metadata tarball goes to meta and its root filesystem to
 // rootfs. progress, when not nil, is called with the bytes received so far.
 func (c *Client) ExportImage(ctx context.Context, fingerprint string, meta, rootfs io.Writer, progress func(int64)) (*ImageExport, error) {
-	resp, err := c.rawDo(ctx, request{method: http.MethodGet, path: urlPath("images", fingerprint, "export")})
+	return c.ExportPrivateImage(ctx, fingerprint, "", meta, rootfs, progress)
+}
+
+// ExportPrivateImage is ExportImage with a download secret (see
+// GetImageSecret); an empty secret is none.
+func (c *Client) ExportPrivateImage(ctx context.Context, fingerprint, secret string, meta, rootfs io.Writer, progress func(int64)) (*ImageExport, error) {
+	resp, err := c.rawDo(ctx, request{method: http.MethodGet, path: urlPath("images", fingerprint, "export"), query: secretQuery(secret)})
 	if err != nil {
 		return nil, err
 	}

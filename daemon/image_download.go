@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -26,7 +27,22 @@ import (
 // remoteSource is what a request names on a remote image server.
 type remoteSource struct {
 	Server, Protocol, Alias, Fingerprint string
-	AutoUpdate                           bool
+	// Certificate is the PEM certificate an LXD-protocol server must
+	// present (it is pinned); empty means the system's CAs.
+	Certificate string
+	// Secret is an LXD-protocol server's download secret for a private
+	// image; it is used once and not recorded.
+	Secret     string
+	AutoUpdate bool
+}
+
+// imageFetcher downloads a resolved image from its server: a
+// simplestreams client, or an LXD-protocol server (image_lxd.go). Both
+// write the metadata (or unified tarball) to meta and the root filesystem
+// of a split image to rootfs; downloadImage checks and stores the result.
+type imageFetcher interface {
+	URL() string
+	Download(ctx context.Context, img simplestreams.Image, meta, rootfs io.Writer, progress func(done, total int64)) error
 }
 
 // ssClients are the simplestreams clients, one per server URL, so that
@@ -49,13 +65,21 @@ func simplestreamsClient(server string) (*simplestreams.Client, error) {
 // resolveRemote finds the image a remote source names. A name that the
 // server does not know is the client's mistake (404), a server that cannot
 // be read is a 400 naming it.
-func resolveRemote(ctx context.Context, src remoteSource) (*simplestreams.Client, simplestreams.Image, error) {
+func resolveRemote(ctx context.Context, src remoteSource) (imageFetcher, simplestreams.Image, error) {
 	switch src.Protocol {
 	case "simplestreams":
 	case "", "lxd":
-		return nil, simplestreams.Image{}, badRequest("images from LXD-protocol servers (%s) are not supported yet: use a simplestreams server", src.Server)
+		// As LXD: a source without a protocol is another LXD.
+		srv, img, err := resolveLXDImage(ctx, src)
+		if err != nil {
+			return nil, img, err
+		}
+		if _, err := supportedArchitecture(img.Architecture); err != nil {
+			return nil, img, badRequest("image %q on %s is for %s only: this host runs %s", img.Fingerprint, src.Server, img.Architecture, hostArchitecture())
+		}
+		return srv, img, nil
 	default:
-		return nil, simplestreams.Image{}, badRequest("image server protocol %q is not supported (use simplestreams)", src.Protocol)
+		return nil, simplestreams.Image{}, badRequest("image server protocol %q is not supported (use simplestreams or lxd)", src.Protocol)
 	}
 	c, err := simplestreamsClient(src.Server)
 	if err != nil {
@@ -106,7 +130,7 @@ func (d *Daemon) remoteImage(ctx context.Context, src remoteSource) (db.Image, f
 // downloadImage puts a remote image into the store and the database once:
 // concurrent callers for the same image wait for the first one and then
 // find it there. It returns the image's row.
-func (d *Daemon) downloadImage(ctx context.Context, op *operations.Operation, c *simplestreams.Client, img simplestreams.Image, src remoteSource, cached bool) (db.Image, error) {
+func (d *Daemon) downloadImage(ctx context.Context, op *operations.Operation, c imageFetcher, img simplestreams.Image, src remoteSource, cached bool) (db.Image, error) {
 	unlock := d.locks.Lock("image-download/" + img.Fingerprint)
 	defer unlock()
 	if local, err := d.db.Image(ctx, img.Fingerprint); err == nil && local.Fingerprint == img.Fingerprint {
@@ -149,10 +173,18 @@ func (d *Daemon) downloadImage(ctx context.Context, op *operations.Operation, c 
 	if _, err := meta.Seek(0, 0); err != nil {
 		return db.Image{}, err
 	}
-	if _, err := rootfs.Seek(0, 0); err != nil {
+	// A unified image (only LXD-protocol servers send them) comes as one
+	// file: nothing was written to rootfs.
+	var rootfsReader io.Reader
+	if n, err := rootfs.Seek(0, io.SeekEnd); err != nil {
 		return db.Image{}, err
+	} else if n > 0 {
+		if _, err := rootfs.Seek(0, 0); err != nil {
+			return db.Image{}, err
+		}
+		rootfsReader = rootfs
 	}
-	info, err := d.images.Add(ctx, meta, rootfs, img.Fingerprint)
+	info, err := d.images.Add(ctx, meta, rootfsReader, img.Fingerprint)
 	if err != nil && !errors.Is(err, images.ErrExists) {
 		return db.Image{}, fmt.Errorf("store image %s from %s: %w", img.Fingerprint, c.URL(), err)
 	}
@@ -193,7 +225,7 @@ func (d *Daemon) downloadImage(ctx context.Context, op *operations.Operation, c 
 	if !slices.Contains(img.Aliases, alias) {
 		alias = ""
 	}
-	if err := d.db.SetImageSource(ctx, img.Fingerprint, db.ImageSource{Server: c.URL(), Protocol: "simplestreams", Alias: alias}); err != nil {
+	if err := d.db.SetImageSource(ctx, img.Fingerprint, db.ImageSource{Server: c.URL(), Protocol: protocolOf(c), Alias: alias}); err != nil {
 		_ = d.db.DeleteImage(context.WithoutCancel(ctx), img.Fingerprint)
 		_ = d.images.Delete(img.Fingerprint)
 		return db.Image{}, err
@@ -216,7 +248,8 @@ func (d *Daemon) pullImage(ctx context.Context, req api.ImagesPost) (*operations
 	if s.Server == "" {
 		return nil, badRequest("image source needs a server")
 	}
-	src := remoteSource{Server: s.Server, Protocol: s.Protocol, Alias: s.Alias, Fingerprint: s.Fingerprint, AutoUpdate: req.AutoUpdate}
+	src := remoteSource{Server: s.Server, Protocol: s.Protocol, Alias: s.Alias, Fingerprint: s.Fingerprint,
+		Certificate: s.Certificate, Secret: s.Secret, AutoUpdate: req.AutoUpdate}
 	for _, a := range req.Aliases {
 		if err := validateAliasName(a.Name); err != nil {
 			return nil, err
@@ -257,6 +290,15 @@ func (d *Daemon) pullImage(ctx context.Context, req api.ImagesPost) (*operations
 		},
 	})
 	return op, nil
+}
+
+// protocolOf names the protocol of an image server, as image sources
+// record it.
+func protocolOf(c imageFetcher) string {
+	if _, ok := c.(*lxdImageServer); ok {
+		return "lxd"
+	}
+	return "simplestreams"
 }
 
 // humanBytes renders a byte count as LXD's progress does (1.2MB).
