@@ -21,6 +21,7 @@ func (a *app) cmdCopy() *cobra.Command {
 		instanceOnly bool
 		refresh      bool
 		stateless    bool
+		mode         string
 	)
 	cmd := &cobra.Command{
 		Use:     "copy [<remote>:]<source>[/<snapshot>] [[<remote>:]<destination>]",
@@ -34,11 +35,16 @@ With --refresh an existing copy is brought up to date: its files, and its
 snapshots (missing ones added, ones gone from the source removed).
 
 -s copies to another storage pool of the same server (of any driver), with
-the snapshots unless --instance-only.`,
+the snapshots unless --instance-only.
+
+Between two servers (both HTTPS remotes), the target fetches the instance
+from the source (--mode pull, the default) or the source sends it
+(--mode push); a running instance is copied as its files are (stateless).`,
 		Example: `  c copy C01 C02
   c copy C01/snap0 C03
   c copy C01 C02 --refresh
-  c copy C01 C04 -s fast`,
+  c copy C01 C04 -s fast
+  c copy host1:C01 host2:C01 --instance-only`,
 		Args: checkArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -54,9 +60,6 @@ the snapshots unless --instance-only.`,
 				if !strings.Contains(args[1], ":") {
 					dstRemote = srcRemote
 				}
-			}
-			if srcRemote != dstRemote {
-				return errors.New("Copying instances between servers is not supported yet")
 			}
 			if srcName == "" {
 				return fmt.Errorf("Invalid source %q", args[0])
@@ -90,6 +93,18 @@ the snapshots unless --instance-only.`,
 			if storage != "" {
 				req.Devices["root"] = map[string]string{"type": "disk", "path": "/", "pool": storage}
 			}
+			if srcRemote != dstRemote {
+				if strings.Contains(srcName, "/") {
+					return errors.New("Copying a snapshot to another server is not supported yet")
+				}
+				if refresh {
+					return errors.New("--refresh between servers is not supported yet")
+				}
+				if dstName == "" {
+					dstName = srcName
+				}
+				return a.copyAcross(ctx, srcRemote, srcName, dstRemote, dstName, req, client.CopyOptions{InstanceOnly: instanceOnly, Mode: mode})
+			}
 			c, err := a.client(srcRemote)
 			if err != nil {
 				return err
@@ -116,5 +131,6 @@ the snapshots unless --instance-only.`,
 	fl.BoolVar(&instanceOnly, "instance-only", false, "Copy the instance without its snapshots")
 	fl.BoolVar(&refresh, "refresh", false, "Perform an incremental copy")
 	fl.BoolVar(&stateless, "stateless", false, "Copy a stateful instance stateless")
+	fl.StringVar(&mode, "mode", "pull", "Transfer mode between servers: pull (the target connects to the source) or push")
 	return cmd
 }

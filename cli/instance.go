@@ -174,10 +174,10 @@ func (a *app) create(cmd *cobra.Command, args []string, flags *createFlags) (*cl
 			return nil, "", err
 		}
 		switch {
-		case a.conf.IsImageServer(imgRemote):
-			req.Source = a.remoteImageSource(imgRemote, imgName)
-		case imgRemote != remote:
-			return nil, "", fmt.Errorf("images from remote %q cannot be used on %q yet", imgRemote, remote)
+		case a.conf.IsImageServer(imgRemote) || imgRemote != remote:
+			if req.Source, err = a.remoteImageSource(ctx, imgRemote, imgName); err != nil {
+				return nil, "", err
+			}
 		default:
 			src, err := imageSource(ctx, c, imgName)
 			if err != nil {
@@ -498,22 +498,6 @@ func (a *app) cmdRename() *cobra.Command {
 		Use:   "rename [<remote>:]<instance> <instance>",
 		Short: "Rename instances",
 		Args:  checkArgs(2, 2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.rename(cmd.Context(), args[0], args[1])
-		},
-	}
-}
-
-func (a *app) cmdMove() *cobra.Command {
-	return &cobra.Command{
-		Use:     "move [<remote>:]<instance> [<remote>:][<instance>]",
-		Aliases: []string{"mv"},
-		Short:   "Move instances within or in between servers",
-		Long: `Move instances within or in between servers
-
-For now only renaming an instance on the same server is supported:
-  c move <old name> <new name>`,
-		Args: checkArgs(2, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.rename(cmd.Context(), args[0], args[1])
 		},

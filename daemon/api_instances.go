@@ -169,6 +169,9 @@ func (d *Daemon) createInstance(w http.ResponseWriter, r *http.Request) error {
 	if req.Source.Type == "copy" {
 		return d.copyInstance(w, r, req)
 	}
+	if req.Source.Type == "migration" {
+		return d.migrateTarget(w, r, req)
+	}
 	if req.Name == "" {
 		req.Name = randomName()
 	}
@@ -220,7 +223,7 @@ func (d *Daemon) createInstance(w http.ResponseWriter, r *http.Request) error {
 		var err error
 		if req.Source.Server != "" {
 			img, fetchImage, err = d.remoteImage(ctx, remoteSource{Server: req.Source.Server, Protocol: req.Source.Protocol,
-				Alias: req.Source.Alias, Fingerprint: req.Source.Fingerprint, AutoUpdate: false})
+				Alias: req.Source.Alias, Fingerprint: req.Source.Fingerprint, Certificate: req.Source.Certificate, Secret: req.Source.Secret, AutoUpdate: false})
 		} else {
 			img, err = d.resolveImage(ctx, req.Source)
 		}

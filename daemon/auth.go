@@ -93,8 +93,13 @@ func (d *Daemon) untrustedHandler(r *http.Request, next http.Handler) http.Handl
 		case strings.HasPrefix(p, "/1.0/images/"):
 			fp, rest, _ := strings.Cut(strings.TrimPrefix(p, "/1.0/images/"), "/")
 			if rest == "" || rest == "export" {
-				return d.ifPublicImage(fp, next)
+				return d.ifPublicOrSecretImage(r, fp, rest, next)
 			}
+		case strings.HasPrefix(p, "/1.0/operations/") && strings.HasSuffix(p, "/websocket") && r.URL.Query().Get("secret") != "":
+			// As LXD: an operation's websocket secret is the credential,
+			// which is how a migration target (not trusted by the source)
+			// reaches the source's websockets. The handler checks it.
+			return next
 		}
 	case http.MethodPost:
 		if p == "/1.0/certificates" {

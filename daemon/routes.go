@@ -34,6 +34,9 @@ var apiExtensions = []string{
 	// Local copy: --instance-only and --refresh.
 	"container_only_migration",
 	"container_incremental_copy",
+	// Migration between servers in push mode (migrate_source.go).
+	"container_push",
+	"container_push_target",
 	"resources",
 	"resources_v2",
 	"metrics",
@@ -124,6 +127,7 @@ func (d *Daemon) router() http.Handler {
 		r.Method("DELETE", "/images/{fingerprint}", handlerFunc(d.deleteImage))
 		r.Method("GET", "/images/{fingerprint}/export", handlerFunc(d.exportImage))
 		r.Method("POST", "/images/{fingerprint}/refresh", handlerFunc(d.refreshImageHandler))
+		r.Method("POST", "/images/{fingerprint}/secret", handlerFunc(d.createImageSecret))
 
 		r.Method("GET", "/profiles", handlerFunc(d.listProfiles))
 		r.Method("POST", "/profiles", handlerFunc(d.createProfile))

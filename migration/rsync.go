@@ -141,7 +141,13 @@ func RsyncRecv(ctx context.Context, dst string, conn Conn, opts RsyncOptions) er
 	}
 	// -logDtpre.iLsfx is the short-option block an rsync client sends for
 	// --archive (LXD's receiver uses it too); the rest are the options.
-	args := append([]string{"--server", "-logDtpre.iLsfx"}, opts.commonArgs()...)
+	// --ignore-times: successive snapshots arrive into one tree, and a
+	// file changed within the same second without changing size would
+	// pass rsync's quick check and keep the previous snapshot's content.
+	// Only the receiver (rsync's generator) uses it, so the sender's
+	// command line, LXD's included, needs no change; the delta transfer
+	// still sends only what differs.
+	args := append([]string{"--server", "-logDtpre.iLsfx", "--ignore-times"}, opts.commonArgs()...)
 	args = append(args, ".", dst)
 	cmd := exec.CommandContext(ctx, "rsync", args...)
 	stdin, err := cmd.StdinPipe()

@@ -168,3 +168,24 @@ func sendStream(conn Conn, r io.Reader, p *Progress) error {
 	}
 	return conn.CloseWrite()
 }
+
+// countingConn counts the bytes read from a Conn into a Progress.
+type countingConn struct {
+	Conn
+	p *Progress
+}
+
+func (c countingConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.p.Add(n)
+	return n, err
+}
+
+// CountReads returns conn with every byte read from it counted in p: the
+// receiver's progress.
+func CountReads(conn Conn, p *Progress) Conn {
+	if p == nil {
+		return conn
+	}
+	return countingConn{conn, p}
+}

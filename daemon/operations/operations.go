@@ -103,7 +103,14 @@ func (r *Registry) Start(ctx context.Context, s Spec) *Operation {
 		if op.metadata == nil {
 			op.metadata = map[string]any{}
 		}
-		op.metadata["fds"] = op.ws.Secrets()
+		if _, flat := op.ws.(interface{ SecretsAsMetadata() }); flat {
+			// Migration: LXD's clients read the secrets from the metadata itself.
+			for k, v := range op.ws.Secrets() {
+				op.metadata[k] = v
+			}
+		} else {
+			op.metadata["fds"] = op.ws.Secrets()
+		}
 	}
 	r.mu.Lock()
 	r.ops[op.id] = op

@@ -114,6 +114,17 @@ type InstancePost struct {
 	ContainerOnly bool   `json:"container_only" yaml:"container_only"`
 	Pool          string `json:"pool" yaml:"pool"`
 	Project       string `json:"project" yaml:"project"`
+	// Target, in a push-mode migration, is the target's operation the
+	// source connects to.
+	Target *InstancePostTarget `json:"target,omitempty" yaml:"target,omitempty"`
+}
+
+// InstancePostTarget is a push-mode migration's target: its operation,
+// its certificate and the operation's websocket secrets.
+type InstancePostTarget struct {
+	Certificate string            `json:"certificate" yaml:"certificate"`
+	Operation   string            `json:"operation,omitempty" yaml:"operation,omitempty"`
+	Websockets  map[string]string `json:"secrets,omitempty" yaml:"secrets,omitempty"`
 }
 
 // InstanceStatePut is the body of PUT /1.0/instances/NAME/state.
