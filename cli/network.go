@@ -1,14 +1,13 @@
 package cli
 
 import (
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
-	"gopkg.in/yaml.v3"
 
+	"cell/client"
 	"cell/shared/api"
 )
 
@@ -18,8 +17,9 @@ func (a *app) cmdNetwork() *cobra.Command {
 		Short: "Manage and attach instances to networks",
 	}
 	cmd.AddCommand(
-		a.cmdNetworkCreate(), a.cmdNetworkList(), a.cmdNetworkShow(), a.cmdNetworkEdit(),
-		a.cmdNetworkGet(), a.cmdNetworkSet(), a.cmdNetworkUnset(), a.cmdNetworkDelete(),
+		a.cmdNetworkCreate(), a.cmdNetworkList(), networkObject.showCmd(a), networkObject.editCmd(a),
+		networkObject.getCmd(a), networkObject.setCmd(a, `  c network set cellbr1 ipv4.dhcp.ranges=10.50.0.100-10.50.0.200
+  c network set cellbr1 dns.domain lab`), networkObject.unsetCmd(a), a.cmdNetworkDelete(),
 		a.cmdNetworkRename(), a.cmdNetworkInfo(), a.cmdNetworkListLeases(),
 	)
 	return cmd
@@ -98,133 +98,6 @@ func (a *app) cmdNetworkList() *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&format, "format", "f", "table", "Format (csv|json|table|yaml|compact)")
 	return cmd
-}
-
-func (a *app) cmdNetworkShow() *cobra.Command {
-	return &cobra.Command{
-		Use:   "show [<remote>:]<network>",
-		Short: "Show network configurations",
-		Args:  checkArgs(1, 1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, name, err := a.parseOne(args[0])
-			if err != nil {
-				return err
-			}
-			n, _, err := c.GetNetwork(cmd.Context(), name)
-			if err != nil {
-				return err
-			}
-			return a.printYAML(n)
-		},
-	}
-}
-
-func (a *app) cmdNetworkEdit() *cobra.Command {
-	return &cobra.Command{
-		Use:   "edit [<remote>:]<network>",
-		Short: "Edit network configurations as YAML",
-		Args:  checkArgs(1, 1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			c, name, err := a.parseOne(args[0])
-			if err != nil {
-				return err
-			}
-			n, etag, err := c.GetNetwork(ctx, name)
-			if err != nil {
-				return err
-			}
-			return a.editYAML(n.NetworkPut, func(data []byte) error {
-				var put api.NetworkPut
-				if err := yaml.Unmarshal(data, &put); err != nil {
-					return err
-				}
-				return c.UpdateNetwork(ctx, name, put, etag)
-			})
-		},
-	}
-}
-
-func (a *app) cmdNetworkGet() *cobra.Command {
-	return &cobra.Command{
-		Use:   "get [<remote>:]<network> <key>",
-		Short: "Get values for network configuration keys",
-		Args:  checkArgs(2, 2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, name, err := a.parseOne(args[0])
-			if err != nil {
-				return err
-			}
-			n, _, err := c.GetNetwork(cmd.Context(), name)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(a.stdout, n.Config[args[1]])
-			return nil
-		},
-	}
-}
-
-func (a *app) cmdNetworkSet() *cobra.Command {
-	return &cobra.Command{
-		Use:   "set [<remote>:]<network> <key>=<value>...",
-		Short: "Set network configuration keys",
-		Example: `  c network set cellbr1 ipv4.dhcp.ranges=10.50.0.100-10.50.0.200
-  c network set cellbr1 dns.domain lab`,
-		Args: checkArgs(2, -1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			keys, err := parseSetKeys(args[1:])
-			if err != nil {
-				return err
-			}
-			return a.patchNetwork(cmd, args[0], keys)
-		},
-	}
-}
-
-// patchNetwork sends only the keys that change: an empty value removes a
-// key on the server.
-func (a *app) patchNetwork(cmd *cobra.Command, arg string, keys map[string]string) error {
-	ctx := cmd.Context()
-	c, name, err := a.parseOne(arg)
-	if err != nil {
-		return err
-	}
-	n, etag, err := c.GetNetwork(ctx, name)
-	if err != nil {
-		return err
-	}
-	put := api.NetworkPut{Config: map[string]string{}, Description: n.Description}
-	for k, v := range keys {
-		if k == "description" {
-			put.Description = v
-			continue
-		}
-		put.Config[k] = v
-	}
-	return c.PatchNetwork(ctx, name, put, etag)
-}
-
-func (a *app) cmdNetworkUnset() *cobra.Command {
-	return &cobra.Command{
-		Use:   "unset [<remote>:]<network> <key>",
-		Short: "Unset network configuration keys",
-		Args:  checkArgs(2, 2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, name, err := a.parseOne(args[0])
-			if err != nil {
-				return err
-			}
-			n, _, err := c.GetNetwork(cmd.Context(), name)
-			if err != nil {
-				return err
-			}
-			if _, ok := n.Config[args[1]]; !ok {
-				return errors.New("Can't unset key '" + args[1] + "', it's not currently set")
-			}
-			return a.patchNetwork(cmd, args[0], map[string]string{args[1]: ""})
-		},
-	}
 }
 
 func (a *app) cmdNetworkDelete() *cobra.Command {
@@ -329,4 +202,13 @@ func (a *app) cmdNetworkListLeases() *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&format, "format", "f", "table", "Format (csv|json|table|yaml|compact)")
 	return cmd
+}
+
+// networkObject gives networks the show, edit, get, set and unset commands.
+var networkObject = configObject[*api.Network, api.NetworkPut]{
+	noun: "network", arg: "<network>",
+	get:      (*client.Client).GetNetwork,
+	writable: func(n *api.Network) api.NetworkPut { return n.NetworkPut },
+	fields:   func(p *api.NetworkPut) (*map[string]string, *string) { return &p.Config, &p.Description },
+	update:   (*client.Client).UpdateNetwork,
 }

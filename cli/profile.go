@@ -22,10 +22,10 @@ func (a *app) cmdProfile() *cobra.Command {
 		Short: "Manage profiles",
 	}
 	cmd.AddCommand(
-		a.cmdProfileList(), a.cmdProfileShow(), a.cmdProfileCreate(), a.cmdProfileCopy(),
-		a.cmdProfileEdit(), a.cmdProfileDelete(), a.cmdProfileRename(),
+		a.cmdProfileList(), profileObject.showCmd(a), a.cmdProfileCreate(), a.cmdProfileCopy(),
+		profileObject.editCmd(a), a.cmdProfileDelete(), a.cmdProfileRename(),
 		a.cmdProfileAdd(), a.cmdProfileRemove(), a.cmdProfileAssign(),
-		a.cmdProfileGet(), a.cmdProfileSet(), a.cmdProfileUnset(), a.cmdProfileDevice(),
+		profileObject.getCmd(a), profileObject.setCmd(a, "  c profile set web limits.memory=512MiB"), profileObject.unsetCmd(a), a.cmdProfileDevice(),
 	)
 	return cmd
 }
@@ -56,25 +56,6 @@ func (a *app) cmdProfileList() *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&format, "format", "f", "table", "Format (csv|json|table|yaml|compact)")
 	return cmd
-}
-
-func (a *app) cmdProfileShow() *cobra.Command {
-	return &cobra.Command{
-		Use:   "show [<remote>:]<profile>",
-		Short: "Show profile configurations",
-		Args:  checkArgs(1, 1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, name, err := a.parseOne(args[0])
-			if err != nil {
-				return err
-			}
-			p, _, err := c.GetProfile(cmd.Context(), name)
-			if err != nil {
-				return err
-			}
-			return a.printYAML(p)
-		},
-	}
 }
 
 func (a *app) cmdProfileCreate() *cobra.Command {
@@ -141,34 +122,6 @@ func (a *app) cmdProfileCopy() *cobra.Command {
 				return err
 			}
 			return dst.CreateProfile(ctx, api.ProfilesPost{Name: dstName, ProfilePut: p.ProfilePut})
-		},
-	}
-}
-
-func (a *app) cmdProfileEdit() *cobra.Command {
-	return &cobra.Command{
-		Use:   "edit [<remote>:]<profile>",
-		Short: "Edit profile configurations as YAML",
-		Example: `  c profile edit <profile> < profile.yaml
-      Update a profile using the content of profile.yaml`,
-		Args: checkArgs(1, 1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			c, name, err := a.parseOne(args[0])
-			if err != nil {
-				return err
-			}
-			p, etag, err := c.GetProfile(ctx, name)
-			if err != nil {
-				return err
-			}
-			return a.editYAML(p.ProfilePut, func(data []byte) error {
-				var put api.ProfilePut
-				if err := yaml.Unmarshal(data, &put); err != nil {
-					return err
-				}
-				return c.UpdateProfile(ctx, name, put, etag)
-			})
 		},
 	}
 }
@@ -307,86 +260,6 @@ func (a *app) cmdProfileAssign() *cobra.Command {
 	}
 }
 
-func (a *app) cmdProfileGet() *cobra.Command {
-	return &cobra.Command{
-		Use:   "get [<remote>:]<profile> <key>",
-		Short: "Get values for profile configuration keys",
-		Args:  checkArgs(2, 2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, name, err := a.parseOne(args[0])
-			if err != nil {
-				return err
-			}
-			p, _, err := c.GetProfile(cmd.Context(), name)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(a.stdout, p.Config[args[1]])
-			return nil
-		},
-	}
-}
-
-// updateProfileConfig changes a profile's config with fn and saves it.
-func (a *app) updateProfileConfig(ctx context.Context, arg string, fn func(map[string]string) error) error {
-	c, name, err := a.parseOne(arg)
-	if err != nil {
-		return err
-	}
-	return updateProfile(ctx, c, name, fn)
-}
-
-func updateProfile(ctx context.Context, c *client.Client, name string, fn func(map[string]string) error) error {
-	p, etag, err := c.GetProfile(ctx, name)
-	if err != nil {
-		return err
-	}
-	if p.Config == nil {
-		p.Config = map[string]string{}
-	}
-	if err := fn(p.Config); err != nil {
-		return err
-	}
-	return c.UpdateProfile(ctx, name, p.ProfilePut, etag)
-}
-
-func (a *app) cmdProfileSet() *cobra.Command {
-	return &cobra.Command{
-		Use:   "set [<remote>:]<profile> <key><value>...",
-		Short: "Set profile configuration keys",
-		Args:  checkArgs(2, -1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			keys, err := parseSetKeys(args[1:])
-			if err != nil {
-				return err
-			}
-			return a.updateProfileConfig(cmd.Context(), args[0], func(config map[string]string) error {
-				for k, v := range keys {
-					config[k] = v
-				}
-				return nil
-			})
-		},
-	}
-}
-
-func (a *app) cmdProfileUnset() *cobra.Command {
-	return &cobra.Command{
-		Use:   "unset [<remote>:]<profile> <key>",
-		Short: "Unset profile configuration keys",
-		Args:  checkArgs(2, 2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.updateProfileConfig(cmd.Context(), args[0], func(config map[string]string) error {
-				if _, ok := config[args[1]]; !ok {
-					return errors.New("Can't unset key '" + args[1] + "', it's not currently set")
-				}
-				delete(config, args[1])
-				return nil
-			})
-		},
-	}
-}
-
 // cmdProfileDevice is `c profile device add|remove|list|show`, as lxc's.
 func (a *app) cmdProfileDevice() *cobra.Command {
 	cmd := &cobra.Command{
@@ -490,4 +363,13 @@ func (a *app) cmdProfileDevice() *cobra.Command {
 	}
 	cmd.AddCommand(add, remove, list, show)
 	return cmd
+}
+
+// profileObject gives profiles the show, edit, get, set and unset commands.
+var profileObject = configObject[*api.Profile, api.ProfilePut]{
+	noun: "profile", arg: "<profile>",
+	get:      (*client.Client).GetProfile,
+	writable: func(p *api.Profile) api.ProfilePut { return p.ProfilePut },
+	fields:   func(p *api.ProfilePut) (*map[string]string, *string) { return &p.Config, &p.Description },
+	update:   (*client.Client).UpdateProfile,
 }

@@ -1,14 +1,13 @@
 package cli
 
 import (
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
-	"gopkg.in/yaml.v3"
 
+	"cell/client"
 	"cell/shared/api"
 )
 
@@ -18,8 +17,9 @@ func (a *app) cmdStorage() *cobra.Command {
 		Short: "Manage storage pools",
 	}
 	cmd.AddCommand(
-		a.cmdStorageCreate(), a.cmdStorageList(), a.cmdStorageShow(), a.cmdStorageEdit(),
-		a.cmdStorageGet(), a.cmdStorageSet(), a.cmdStorageUnset(), a.cmdStorageDelete(), a.cmdStorageInfo(),
+		a.cmdStorageCreate(), a.cmdStorageList(), storagePoolObject.showCmd(a), storagePoolObject.editCmd(a),
+		storagePoolObject.getCmd(a), storagePoolObject.setCmd(a, `  c storage set fast btrfs.mount_options=compress=zstd
+  c storage set fast description "Fast pool"`), storagePoolObject.unsetCmd(a), a.cmdStorageDelete(), a.cmdStorageInfo(),
 		a.cmdStorageVolume(),
 	)
 	return cmd
@@ -89,135 +89,6 @@ func (a *app) cmdStorageList() *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&format, "format", "f", "table", "Format (csv|json|table|yaml|compact)")
 	return cmd
-}
-
-func (a *app) cmdStorageShow() *cobra.Command {
-	return &cobra.Command{
-		Use:   "show [<remote>:]<pool>",
-		Short: "Show storage pool configurations",
-		Args:  checkArgs(1, 1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, name, err := a.parseOne(args[0])
-			if err != nil {
-				return err
-			}
-			p, _, err := c.GetStoragePool(cmd.Context(), name)
-			if err != nil {
-				return err
-			}
-			return a.printYAML(p)
-		},
-	}
-}
-
-func (a *app) cmdStorageEdit() *cobra.Command {
-	return &cobra.Command{
-		Use:   "edit [<remote>:]<pool>",
-		Short: "Edit storage pool configurations as YAML",
-		Args:  checkArgs(1, 1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			c, name, err := a.parseOne(args[0])
-			if err != nil {
-				return err
-			}
-			p, etag, err := c.GetStoragePool(ctx, name)
-			if err != nil {
-				return err
-			}
-			return a.editYAML(p.StoragePoolPut, func(data []byte) error {
-				var put api.StoragePoolPut
-				if err := yaml.Unmarshal(data, &put); err != nil {
-					return err
-				}
-				return c.UpdateStoragePool(ctx, name, put, etag)
-			})
-		},
-	}
-}
-
-func (a *app) cmdStorageGet() *cobra.Command {
-	return &cobra.Command{
-		Use:   "get [<remote>:]<pool> <key>",
-		Short: "Get values for storage pool configuration keys",
-		Args:  checkArgs(2, 2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, name, err := a.parseOne(args[0])
-			if err != nil {
-				return err
-			}
-			p, _, err := c.GetStoragePool(cmd.Context(), name)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(a.stdout, p.Config[args[1]])
-			return nil
-		},
-	}
-}
-
-// updateStoragePool changes a pool's description and config with fn and
-// saves them.
-func (a *app) updateStoragePool(cmd *cobra.Command, arg string, fn func(*api.StoragePoolPut) error) error {
-	ctx := cmd.Context()
-	c, name, err := a.parseOne(arg)
-	if err != nil {
-		return err
-	}
-	p, etag, err := c.GetStoragePool(ctx, name)
-	if err != nil {
-		return err
-	}
-	if p.Config == nil {
-		p.Config = map[string]string{}
-	}
-	if err := fn(&p.StoragePoolPut); err != nil {
-		return err
-	}
-	return c.UpdateStoragePool(ctx, name, p.StoragePoolPut, etag)
-}
-
-func (a *app) cmdStorageSet() *cobra.Command {
-	return &cobra.Command{
-		Use:   "set [<remote>:]<pool> <key>=<value>...",
-		Short: "Set storage pool configuration keys",
-		Example: `  c storage set fast btrfs.mount_options=compress=zstd
-  c storage set fast description "Fast pool"`,
-		Args: checkArgs(2, -1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			keys, err := parseSetKeys(args[1:])
-			if err != nil {
-				return err
-			}
-			return a.updateStoragePool(cmd, args[0], func(p *api.StoragePoolPut) error {
-				for k, v := range keys {
-					if k == "description" {
-						p.Description = v
-						continue
-					}
-					p.Config[k] = v
-				}
-				return nil
-			})
-		},
-	}
-}
-
-func (a *app) cmdStorageUnset() *cobra.Command {
-	return &cobra.Command{
-		Use:   "unset [<remote>:]<pool> <key>",
-		Short: "Unset storage pool configuration keys",
-		Args:  checkArgs(2, 2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.updateStoragePool(cmd, args[0], func(p *api.StoragePoolPut) error {
-				if _, ok := p.Config[args[1]]; !ok {
-					return errors.New("Can't unset key '" + args[1] + "', it's not currently set")
-				}
-				delete(p.Config, args[1])
-				return nil
-			})
-		},
-	}
 }
 
 func (a *app) cmdStorageDelete() *cobra.Command {
@@ -290,4 +161,13 @@ func (a *app) cmdStorageInfo() *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&bytes, "bytes", false, "Show the used and free space in bytes")
 	return cmd
+}
+
+// storagePoolObject gives pools the show, edit, get, set and unset commands.
+var storagePoolObject = configObject[*api.StoragePool, api.StoragePoolPut]{
+	noun: "storage pool", arg: "<pool>",
+	get:      (*client.Client).GetStoragePool,
+	writable: func(p *api.StoragePool) api.StoragePoolPut { return p.StoragePoolPut },
+	fields:   func(p *api.StoragePoolPut) (*map[string]string, *string) { return &p.Config, &p.Description },
+	update:   (*client.Client).UpdateStoragePool,
 }
