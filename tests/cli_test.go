@@ -167,3 +167,55 @@ func TestCLI(t *testing.T) {
 		}
 	})
 }
+
+// TestCLIConfigObjects sets, reads and unsets keys and descriptions of a
+// network, a storage pool and a profile through `c`, the way an LXD user
+// does with `lxc network|storage|profile set/get/unset`.
+func TestCLIConfigObjects(t *testing.T) {
+	var links []string
+	expectLinksGone(t, &links)
+	d := harness.StartDaemon(t)
+	network, _ := managedNetwork(t, d)
+	links = append(links, network)
+	d.MustC("profile", "create", "web")
+
+	objects := []struct{ command, name, key, value string }{
+		{"network", network, "ipv4.dhcp.expiry", "2h"},
+		// A dir pool has no key to change after its creation: the
+		// description alone.
+		{"storage", "default", "", ""},
+		{"profile", "web", "limits.processes", "200"},
+	}
+	for _, o := range objects {
+		d.MustC(o.command, "set", o.name, "description", "made by "+o.command)
+		if got := strings.TrimSpace(d.MustC(o.command, "get", o.name, "description")); got != "made by "+o.command {
+			t.Errorf("c %s get %s description = %q", o.command, o.name, got)
+		}
+		if o.key == "" {
+			continue
+		}
+		d.MustC(o.command, "set", o.name, o.key+"="+o.value)
+		if got := strings.TrimSpace(d.MustC(o.command, "get", o.name, o.key)); got != o.value {
+			t.Errorf("c %s get %s %s = %q after set, want %q", o.command, o.name, o.key, got, o.value)
+		}
+		// YAML quotes a value that would read as a number: "200".
+		if show := d.MustC(o.command, "show", o.name); !strings.Contains(show, o.key+": "+o.value) && !strings.Contains(show, o.key+`: "`+o.value+`"`) {
+			t.Errorf("c %s show %s lacks %s: %s\n%s", o.command, o.name, o.key, o.value, show)
+		}
+		d.MustC(o.command, "unset", o.name, o.key)
+		if got := strings.TrimSpace(d.MustC(o.command, "get", o.name, o.key)); got != "" {
+			t.Errorf("c %s get %s %s = %q after unset", o.command, o.name, o.key, got)
+		}
+		if _, errOut, code := d.C(o.command, "unset", o.name, o.key); code == 0 || !strings.Contains(errOut, "not currently set") {
+			t.Errorf("c %s unset of a key that is not set: exit %d, %q", o.command, code, errOut)
+		}
+		// A bad key is the server's refusal, and changes nothing.
+		if _, errOut, code := d.C(o.command, "set", o.name, "no.such.key=1"); code == 0 || errOut == "" {
+			t.Errorf("c %s set of an unknown key: exit %d, %q", o.command, code, errOut)
+		}
+		if got := strings.TrimSpace(d.MustC(o.command, "get", o.name, "description")); got != "made by "+o.command {
+			t.Errorf("c %s: description %q after a refused change", o.command, got)
+		}
+	}
+	d.MustC("network", "delete", network)
+}
