@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"os"
 	"strconv"
 	"time"
 
@@ -94,59 +93,12 @@ func (d *Daemon) imagesSettings(ctx context.Context) (imagesSettings, error) {
 // uploaded_at) stay on the real clock.
 const envImageTick = "CELL_DEBUG_IMAGE_TICK"
 
-// imageClock drives the image task: it runs once an hour.
-type imageClock struct {
-	tick    time.Duration // zero: the real clock
-	virtual time.Time
-}
-
-func newImageClock() *imageClock {
-	c := &imageClock{}
-	if v := os.Getenv(envImageTick); v != "" {
-		tick, err := time.ParseDuration(v)
-		if err != nil || tick <= 0 {
-			slog.Warn("ignoring "+envImageTick, "value", v, "err", err)
-		} else {
-			c.tick, c.virtual = tick, time.Now()
-			slog.Warn("image task on a test clock: one hour per tick", "tick", tick)
-		}
-	}
-	return c
-}
-
-func (c *imageClock) now() time.Time {
-	if c.tick > 0 {
-		return c.virtual
-	}
-	return time.Now()
-}
-
-// sleep waits an hour (or one tick, which moves the test clock on an
-// hour). It is false when ctx ended.
-func (c *imageClock) sleep(ctx context.Context) bool {
-	wait := time.Hour
-	if c.tick > 0 {
-		wait = c.tick
-	}
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		if c.tick > 0 {
-			c.virtual = c.virtual.Add(time.Hour)
-		}
-		return true
-	}
-}
-
 // imageTask runs until ctx ends: every hour it expires unused cached
 // images, and when auto_update_interval hours have passed since the last
 // check, it refreshes the images that follow their server. The settings
 // are read at every run, so a change applies within the hour.
 func (d *Daemon) imageTask(ctx context.Context) {
-	clock := newImageClock()
+	clock := newTaskClock(time.Hour, false, envImageTick, "image")
 	lastUpdate := clock.now()
 	for clock.sleep(ctx) {
 		now := clock.now()

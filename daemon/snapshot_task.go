@@ -24,43 +24,62 @@ import (
 // seconds later.
 const envSnapshotTick = "CELL_DEBUG_SNAPSHOT_TICK"
 
-// taskClock drives the snapshot task: when it runs, and what time it is
-// for the schedules.
+// taskClock drives a periodic background task (snapshots, images): when
+// it runs, and what time it is for it. With a test tick from the
+// environment the task runs once a tick and its clock advances one period
+// per run; otherwise it runs once a period on the real clock.
 type taskClock struct {
-	tick    time.Duration // zero: the real clock, once a minute on the minute
+	period time.Duration
+	// aligned tasks run on the period's boundaries (the minute, for
+	// cron schedules) and see the time truncated to it; others run a
+	// period after the previous run and see the time as it is.
+	aligned bool
+	tick    time.Duration // zero: the real clock
 	virtual time.Time
 }
 
-func newTaskClock() *taskClock {
-	c := &taskClock{}
-	if v := os.Getenv(envSnapshotTick); v != "" {
+// newTaskClock makes the clock of a task that runs every period; env names
+// its test hook, what names the task in the warning that the hook is on.
+func newTaskClock(period time.Duration, aligned bool, env, what string) *taskClock {
+	c := &taskClock{period: period, aligned: aligned}
+	if v := os.Getenv(env); v != "" {
 		tick, err := time.ParseDuration(v)
 		if err != nil || tick <= 0 {
-			slog.Warn("ignoring "+envSnapshotTick, "value", v, "err", err)
+			slog.Warn("ignoring "+env, "value", v, "err", err)
 		} else {
 			c.tick = tick
-			c.virtual = time.Now().Truncate(time.Minute)
-			slog.Warn("snapshot task on a test clock: one minute per tick", "tick", tick)
+			c.virtual = c.truncate(time.Now())
+			slog.Warn(what+" task on a test clock: the clock advances one period per tick", "tick", tick, "period", period)
 		}
 	}
 	return c
 }
 
-// now is the current minute for the schedules.
+func (c *taskClock) truncate(t time.Time) time.Time {
+	if c.aligned {
+		return t.Truncate(c.period)
+	}
+	return t
+}
+
+// now is the task's current time.
 func (c *taskClock) now() time.Time {
 	if c.tick > 0 {
 		return c.virtual
 	}
-	return time.Now().Truncate(time.Minute)
+	return c.truncate(time.Now())
 }
 
-// sleep waits for the next run: the next minute boundary (or one tick,
-// which moves the test clock on a minute). It is false when ctx ended.
+// sleep waits for the next run (or one tick, which moves the test clock on
+// a period). It is false when ctx ended.
 func (c *taskClock) sleep(ctx context.Context) bool {
 	wait := c.tick
 	if wait == 0 {
-		now := time.Now()
-		wait = now.Truncate(time.Minute).Add(time.Minute).Sub(now)
+		wait = c.period
+		if c.aligned {
+			now := time.Now()
+			wait = now.Truncate(c.period).Add(c.period).Sub(now)
+		}
 	}
 	t := time.NewTimer(wait)
 	defer t.Stop()
@@ -69,7 +88,7 @@ func (c *taskClock) sleep(ctx context.Context) bool {
 		return false
 	case <-t.C:
 		if c.tick > 0 {
-			c.virtual = c.virtual.Add(time.Minute)
+			c.virtual = c.virtual.Add(c.period)
 		}
 		return true
 	}
@@ -83,7 +102,7 @@ func (c *taskClock) sleep(ctx context.Context) bool {
 // The @startup run starts together with autostart: an instance that is
 // still being started then counts as stopped (snapshots.schedule.stopped).
 func (d *Daemon) snapshotTask(ctx context.Context) {
-	clock := newTaskClock()
+	clock := newTaskClock(time.Minute, true, envSnapshotTick, "snapshot")
 	last := clock.now()
 	d.snapshotRun(ctx, last, last, true)
 	for clock.sleep(ctx) {
