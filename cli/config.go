@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"sort"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -429,12 +428,7 @@ func (a *app) cmdConfigDevice() *cobra.Command {
 		Args:    checkArgs(1, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withInstance(cmd.Context(), args[0], func(inst *api.Instance) (bool, error) {
-				names := make([]string, 0, len(inst.Devices))
-				for n := range inst.Devices {
-					names = append(names, n)
-				}
-				sort.Strings(names)
-				for _, n := range names {
+				for _, n := range sortedKeys(inst.Devices) {
 					fmt.Fprintln(a.stdout, n)
 				}
 				return false, nil
