@@ -72,13 +72,7 @@ func newExecSession(fds []string) *execSession {
 func (s *execSession) Secrets() map[string]string { return s.secrets }
 
 // Connect implements operations.Websockets.
-func (s *execSession) Connect(w http.ResponseWriter, r *http.Request, secret string) error {
-	var fd string
-	for name, sec := range s.secrets {
-		if sec == secret {
-			fd = name
-		}
-	}
+func (s *execSession) Connect(w http.ResponseWriter, r *http.Request, fd string) error {
 	s.mu.Lock()
 	_, dup := s.conns[fd]
 	s.mu.Unlock()

@@ -56,13 +56,7 @@ func (s *migrationSockets) Secrets() map[string]string { return s.secrets }
 func (s *migrationSockets) SecretsAsMetadata() {}
 
 // Connect implements operations.Websockets.
-func (s *migrationSockets) Connect(w http.ResponseWriter, r *http.Request, secret string) error {
-	var name string
-	for n, sec := range s.secrets {
-		if sec == secret {
-			name = n
-		}
-	}
+func (s *migrationSockets) Connect(w http.ResponseWriter, r *http.Request, name string) error {
 	s.mu.Lock()
 	_, dup := s.conns[name]
 	s.mu.Unlock()

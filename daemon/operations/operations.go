@@ -5,6 +5,7 @@ package operations
 import (
 	"context"
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -28,8 +29,9 @@ var ErrForbidden = errors.New("websocket secret does not match")
 type Websockets interface {
 	// Secrets are what the operation metadata lists as "fds".
 	Secrets() map[string]string
-	// Connect serves one websocket whose secret matched.
-	Connect(w http.ResponseWriter, r *http.Request, secret string) error
+	// Connect serves the websocket called name ("control", "0", ...),
+	// whose secret the client gave.
+	Connect(w http.ResponseWriter, r *http.Request, name string) error
 }
 
 // Operation is one background task.
@@ -213,9 +215,10 @@ func (op *Operation) Connect(w http.ResponseWriter, r *http.Request, secret stri
 	if op.ws == nil {
 		return errors.New("this operation has no websockets")
 	}
-	for _, s := range op.ws.Secrets() {
-		if s == secret {
-			return op.ws.Connect(w, r, secret)
+	// The secret is the client's credential: compared in constant time.
+	for name, s := range op.ws.Secrets() {
+		if subtle.ConstantTimeCompare([]byte(s), []byte(secret)) == 1 {
+			return op.ws.Connect(w, r, name)
 		}
 	}
 	return ErrForbidden
