@@ -225,7 +225,7 @@ func (d *Daemon) downloadImage(ctx context.Context, op *operations.Operation, c 
 	if !slices.Contains(img.Aliases, alias) {
 		alias = ""
 	}
-	if err := d.db.SetImageSource(ctx, img.Fingerprint, db.ImageSource{Server: c.URL(), Protocol: protocolOf(c), Alias: alias}); err != nil {
+	if err := d.db.SetImageSource(ctx, img.Fingerprint, db.ImageSource{Server: c.URL(), Protocol: protocolOf(c), Alias: alias, Certificate: certificateOf(c, src)}); err != nil {
 		_ = d.db.DeleteImage(context.WithoutCancel(ctx), img.Fingerprint)
 		_ = d.images.Delete(img.Fingerprint)
 		return db.Image{}, err
@@ -299,6 +299,16 @@ func protocolOf(c imageFetcher) string {
 		return "lxd"
 	}
 	return "simplestreams"
+}
+
+// certificateOf is the certificate to record for a download's server: the
+// pinned one of an LXD-protocol server, none for simplestreams (the
+// system's CAs, as for launches).
+func certificateOf(c imageFetcher, src remoteSource) string {
+	if protocolOf(c) == "lxd" {
+		return src.Certificate
+	}
+	return ""
 }
 
 // humanBytes renders a byte count as LXD's progress does (1.2MB).

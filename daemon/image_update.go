@@ -134,7 +134,7 @@ func (d *Daemon) autoUpdateImages(ctx context.Context, s imagesSettings) {
 		}
 		// Each server's index is read again once per run, not once
 		// per image.
-		if src, ok, err := d.db.ImageSourceOf(ctx, img.Fingerprint); err == nil && ok && !flushed[src.Server] {
+		if src, ok, err := d.db.ImageSourceOf(ctx, img.Fingerprint); err == nil && ok && src.Protocol == "simplestreams" && !flushed[src.Server] {
 			if c, err := simplestreamsClient(src.Server); err == nil {
 				c.Flush()
 			}
@@ -164,27 +164,28 @@ func (d *Daemon) refreshImage(ctx context.Context, op *operations.Operation, img
 		// Uploaded, or asked for by fingerprint: nothing to follow.
 		return "", nil
 	}
-	if src.Protocol != "simplestreams" {
-		return "", fmt.Errorf("image %s comes from a %q server, which cannot be refreshed", img.Fingerprint, src.Protocol)
-	}
-	c, err := simplestreamsClient(src.Server)
-	if err != nil {
-		return "", err
-	}
-	if flush {
+	if flush && src.Protocol == "simplestreams" {
 		// A refresh must see what the server publishes now, not the
-		// index cached for launches.
+		// index cached for launches. (An LXD-protocol server is asked
+		// afresh every time.)
+		c, err := simplestreamsClient(src.Server)
+		if err != nil {
+			return "", err
+		}
 		c.Flush()
 	}
-	rs := remoteSource{Server: src.Server, Protocol: src.Protocol, Alias: src.Alias, AutoUpdate: img.AutoUpdate}
-	_, upstream, err := resolveRemote(ctx, rs)
+	// The alias is followed on the server it came from: a newer
+	// simplestreams version, or the image another LXD or celld now
+	// points the alias at (over the pinned certificate).
+	rs := remoteSource{Server: src.Server, Protocol: src.Protocol, Alias: src.Alias, Certificate: src.Certificate, AutoUpdate: img.AutoUpdate}
+	fetcher, upstream, err := resolveRemote(ctx, rs)
 	if err != nil {
 		return "", fmt.Errorf("refresh image %s: %w", img.Fingerprint, err)
 	}
 	if upstream.Fingerprint == img.Fingerprint {
 		return "", nil
 	}
-	row, err := d.downloadImage(ctx, op, c, upstream, rs, img.Cached)
+	row, err := d.downloadImage(ctx, op, fetcher, upstream, rs, img.Cached)
 	if err != nil {
 		return "", err
 	}

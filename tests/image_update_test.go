@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"bytes"
 	"encoding/json"
 	"io/fs"
 	"path/filepath"
@@ -194,4 +195,56 @@ func TestImageCacheExpiry(t *testing.T) {
 	}
 	d.MustC("start", "E2")
 	d.MustC("delete", "--force", "E2")
+}
+
+// Auto-update follows an alias on another celld too (protocol lxd, over
+// HTTPS pinned to the certificate the copy was made with): when the
+// server points the alias at a new image, the task downloads it, moves
+// the local alias and removes the old version nobody uses.
+func TestImageAutoUpdateFromLXDServer(t *testing.T) {
+	t.Setenv("CELL_DEBUG_IMAGE_TICK", testImageTick)
+	b := harness.StartDaemon(t)
+	addrB := b.EnableHTTPS()
+	publish := func(name string) string {
+		op := b.MustSucceed("POST", "/1.0/images", bytes.NewReader(tinyImage(t, name)))
+		fp, _ := op.Metadata["fingerprint"].(string)
+		if status, env := b.API("PATCH", "/1.0/images/"+fp, map[string]any{"public": true}); status != 200 {
+			t.Fatalf("make %s public: %s", name, env.Error)
+		}
+		return fp
+	}
+	v1 := publish("version 1")
+	if status, env := b.API("POST", "/1.0/images/aliases", map[string]string{"name": "tiny", "target": v1}); status != 201 {
+		t.Fatalf("alias tiny: %s", env.Error)
+	}
+
+	a := harness.StartDaemon(t)
+	a.MustC("config", "set", "images.auto_update_interval", "0")
+	token := strings.TrimSpace(b.MustC("config", "trust", "add", "--name", "hostA", "-q"))
+	if out, errOut, code := a.C("remote", "add", "b", "https://"+addrB, "--token", token); code != 0 {
+		t.Fatalf("remote add b: %s%s", out, errOut)
+	}
+	a.MustC("image", "copy", "b:tiny", "local:", "--alias", "t", "--auto-update")
+	if got := aliasTarget(t, a, "t"); got != v1 {
+		t.Fatalf("t -> %q, want %s", got, v1)
+	}
+	if out := a.MustC("image", "refresh", "t"); !strings.Contains(out, "up to date") {
+		t.Fatalf("refresh with nothing new = %q", out)
+	}
+
+	v2 := publish("version 2")
+	if status, env := b.API("PUT", "/1.0/images/aliases/tiny", map[string]string{"target": v2}); status != 200 {
+		t.Fatalf("point tiny at v2: %s", env.Error)
+	}
+	a.MustC("config", "set", "images.auto_update_interval", "1")
+	eventually(t, "t moved to the server's new image", func() bool { return aliasTarget(t, a, "t") == v2 })
+	eventually(t, "the old version removed, files included", func() bool {
+		return !hasImage(t, a, v1) && len(imageFiles(t, a, v1)) == 0
+	})
+	a.MustC("config", "set", "images.auto_update_interval", "0")
+	for _, img := range localImages(t, a) {
+		if img["fingerprint"] == v2 && img["auto_update"] != true {
+			t.Fatalf("new version = %v, want auto_update as the copy had", img)
+		}
+	}
 }

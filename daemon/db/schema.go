@@ -175,6 +175,21 @@ CREATE TABLE networks (
 	ready       INTEGER NOT NULL DEFAULT 0
 );
 `,
+	// 8: the certificate an LXD-protocol image server presented (pinned),
+	// so that auto-update can go back to it.
+	`ALTER TABLE images_source ADD COLUMN certificate TEXT NOT NULL DEFAULT '';`,
+	// 9: the operations in flight (host-local, like the daemon that runs
+	// them). A row lives while its operation runs; rows a crash leaves are
+	// reported as failed operations by the next start.
+	`
+CREATE TABLE operations (
+	id          TEXT PRIMARY KEY,
+	class       TEXT NOT NULL,
+	description TEXT NOT NULL DEFAULT '',
+	resources   TEXT NOT NULL DEFAULT '{}',
+	created_at  INTEGER NOT NULL
+);
+`,
 }
 
 func (d *DB) migrate(ctx context.Context) error {
