@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -338,212 +337,24 @@ func (a *app) cmdConfigEdit() *cobra.Command {
 	}
 }
 
+// cmdConfigDevice is `c config device ...` on an instance's devices.
 func (a *app) cmdConfigDevice() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "device",
-		Short: "Manage devices",
-	}
-
-	// withInstance loads an instance, lets fn change its devices and saves
-	// it when fn asks to.
-	withInstance := func(ctx context.Context, arg string, fn func(inst *api.Instance) (bool, error)) error {
+	return a.deviceCommands("instance", func(ctx context.Context, arg string) (*deviceHolder, error) {
 		c, name, err := a.parseOne(arg)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		inst, etag, err := c.GetInstance(ctx, name)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		if inst.Devices == nil {
-			inst.Devices = api.Devices{}
+		h := &deviceHolder{devices: inst.Devices, inherited: inst.ExpandedDevices}
+		h.save = func(ctx context.Context) error {
+			inst.Devices = h.devices
+			return a.putInstance(ctx, c, name, inst.InstancePut, etag)
 		}
-		save, err := fn(inst)
-		if err != nil || !save {
-			return err
-		}
-		return a.putInstance(ctx, c, name, inst.InstancePut, etag)
-	}
-
-	add := &cobra.Command{
-		Use:   "add [<remote>:]<instance> <device> <type> [key=value...]",
-		Short: "Add instance devices",
-		Example: `  c config device add c1 data disk source=/share/c1 path=/opt
-      Will mount the host's /share/c1 onto /opt in the instance.`,
-		Args: checkArgs(3, -1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			dev := map[string]string{"type": args[2]}
-			for _, kv := range args[3:] {
-				k, v, err := parseKeyValue(kv)
-				if err != nil {
-					return err
-				}
-				dev[k] = v
-			}
-			err := withInstance(cmd.Context(), args[0], func(inst *api.Instance) (bool, error) {
-				if _, ok := inst.Devices[args[1]]; ok {
-					return false, errors.New("The device already exists")
-				}
-				inst.Devices[args[1]] = dev
-				return true, nil
-			})
-			if err == nil {
-				fmt.Fprintf(a.stdout, "Device %s added to %s\n", args[1], instanceArgName(args[0]))
-			}
-			return err
-		},
-	}
-
-	remove := &cobra.Command{
-		Use:     "remove [<remote>:]<instance> <name>...",
-		Aliases: []string{"rm"},
-		Short:   "Remove instance devices",
-		Args:    checkArgs(2, -1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			err := withInstance(cmd.Context(), args[0], func(inst *api.Instance) (bool, error) {
-				for _, dev := range args[1:] {
-					if _, ok := inst.Devices[dev]; !ok {
-						if _, inherited := inst.ExpandedDevices[dev]; inherited {
-							return false, errors.New("Device from profile(s) cannot be removed from individual instance. Override device or modify profile instead")
-						}
-						return false, errors.New("Device doesn't exist")
-					}
-					delete(inst.Devices, dev)
-				}
-				return true, nil
-			})
-			if err == nil {
-				for _, dev := range args[1:] {
-					fmt.Fprintf(a.stdout, "Device %s removed from %s\n", dev, instanceArgName(args[0]))
-				}
-			}
-			return err
-		},
-	}
-
-	list := &cobra.Command{
-		Use:     "list [<remote>:]<instance>",
-		Aliases: []string{"ls"},
-		Short:   "List instance devices",
-		Args:    checkArgs(1, 1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return withInstance(cmd.Context(), args[0], func(inst *api.Instance) (bool, error) {
-				for _, n := range sortedKeys(inst.Devices) {
-					fmt.Fprintln(a.stdout, n)
-				}
-				return false, nil
-			})
-		},
-	}
-
-	show := &cobra.Command{
-		Use:   "show [<remote>:]<instance>",
-		Short: "Show full device configuration",
-		Args:  checkArgs(1, 1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return withInstance(cmd.Context(), args[0], func(inst *api.Instance) (bool, error) {
-				return false, a.printYAML(inst.Devices)
-			})
-		},
-	}
-
-	get := &cobra.Command{
-		Use:   "get [<remote>:]<instance> <device> <key>",
-		Short: "Get values for device configuration keys",
-		Args:  checkArgs(3, 3),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return withInstance(cmd.Context(), args[0], func(inst *api.Instance) (bool, error) {
-				dev, ok := inst.Devices[args[1]]
-				if !ok {
-					return false, errors.New("Device doesn't exist")
-				}
-				fmt.Fprintln(a.stdout, dev[args[2]])
-				return false, nil
-			})
-		},
-	}
-
-	set := &cobra.Command{
-		Use:   "set [<remote>:]<instance> <device> <key>=<value>...",
-		Short: "Set device configuration keys",
-		Args:  checkArgs(3, -1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			keys, err := parseSetKeys(args[2:])
-			if err != nil {
-				return err
-			}
-			return withInstance(cmd.Context(), args[0], func(inst *api.Instance) (bool, error) {
-				dev, ok := inst.Devices[args[1]]
-				if !ok {
-					// A device from a profile is overridden for this
-					// instance: its copy, with the keys set.
-					inherited, ok := inst.ExpandedDevices[args[1]]
-					if !ok {
-						return false, errors.New("Device doesn't exist")
-					}
-					dev = maps.Clone(inherited)
-					inst.Devices[args[1]] = dev
-				}
-				for k, v := range keys {
-					dev[k] = v
-				}
-				return true, nil
-			})
-		},
-	}
-
-	override := &cobra.Command{
-		Use:   "override [<remote>:]<instance> <device> [key=value...]",
-		Short: "Copy profile inherited devices and override configuration keys",
-		Args:  checkArgs(2, -1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			keys := map[string]string{}
-			if len(args) > 2 {
-				var err error
-				if keys, err = parseSetKeys(args[2:]); err != nil {
-					return err
-				}
-			}
-			err := withInstance(cmd.Context(), args[0], func(inst *api.Instance) (bool, error) {
-				if _, ok := inst.Devices[args[1]]; ok {
-					return false, errors.New("The device already exists")
-				}
-				inherited, ok := inst.ExpandedDevices[args[1]]
-				if !ok {
-					return false, errors.New("The profile device doesn't exist")
-				}
-				dev := maps.Clone(inherited)
-				for k, v := range keys {
-					dev[k] = v
-				}
-				inst.Devices[args[1]] = dev
-				return true, nil
-			})
-			if err == nil {
-				fmt.Fprintf(a.stdout, "Device %s overridden for %s\n", args[1], instanceArgName(args[0]))
-			}
-			return err
-		},
-	}
-
-	unset := &cobra.Command{
-		Use:   "unset [<remote>:]<instance> <device> <key>",
-		Short: "Unset device configuration keys",
-		Args:  checkArgs(3, 3),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return withInstance(cmd.Context(), args[0], func(inst *api.Instance) (bool, error) {
-				dev, ok := inst.Devices[args[1]]
-				if !ok {
-					return false, errors.New("Device doesn't exist")
-				}
-				delete(dev, args[2])
-				return true, nil
-			})
-		},
-	}
-
-	cmd.AddCommand(add, override, remove, list, show, get, set, unset)
-	return cmd
+		return h, nil
+	})
 }
 
 // instanceArgName strips the remote from an instance argument, for

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -260,109 +259,24 @@ func (a *app) cmdProfileAssign() *cobra.Command {
 	}
 }
 
-// cmdProfileDevice is `c profile device add|remove|list|show`, as lxc's.
+// cmdProfileDevice is `c profile device ...` on a profile's devices.
 func (a *app) cmdProfileDevice() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "device",
-		Short: "Manage devices",
-	}
-	// withProfile loads a profile, lets fn change its devices and saves it
-	// when fn asks to.
-	withProfile := func(ctx context.Context, arg string, fn func(devices api.Devices) (bool, error)) error {
+	return a.deviceCommands("profile", func(ctx context.Context, arg string) (*deviceHolder, error) {
 		c, name, err := a.parseOne(arg)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		p, etag, err := c.GetProfile(ctx, name)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		if p.Devices == nil {
-			p.Devices = api.Devices{}
+		h := &deviceHolder{devices: p.Devices}
+		h.save = func(ctx context.Context) error {
+			p.Devices = h.devices
+			return c.UpdateProfile(ctx, name, p.ProfilePut, etag)
 		}
-		save, err := fn(p.Devices)
-		if err != nil || !save {
-			return err
-		}
-		return c.UpdateProfile(ctx, name, p.ProfilePut, etag)
-	}
-	add := &cobra.Command{
-		Use:   "add [<remote>:]<profile> <device> <type> [key=value...]",
-		Short: "Add devices to a profile",
-		Example: `  c profile device add web data disk source=/srv/data path=/data
-      Will mount the host's /srv/data onto /data in every instance using web.`,
-		Args: checkArgs(3, -1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			dev := map[string]string{"type": args[2]}
-			for _, kv := range args[3:] {
-				k, v, err := parseKeyValue(kv)
-				if err != nil {
-					return err
-				}
-				dev[k] = v
-			}
-			err := withProfile(cmd.Context(), args[0], func(devices api.Devices) (bool, error) {
-				if _, ok := devices[args[1]]; ok {
-					return false, errors.New("The device already exists")
-				}
-				devices[args[1]] = dev
-				return true, nil
-			})
-			if err == nil {
-				fmt.Fprintf(a.stdout, "Device %s added to %s\n", args[1], instanceArgName(args[0]))
-			}
-			return err
-		},
-	}
-	remove := &cobra.Command{
-		Use:     "remove [<remote>:]<profile> <name>...",
-		Aliases: []string{"rm"},
-		Short:   "Remove devices from a profile",
-		Args:    checkArgs(2, -1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			err := withProfile(cmd.Context(), args[0], func(devices api.Devices) (bool, error) {
-				for _, dev := range args[1:] {
-					if _, ok := devices[dev]; !ok {
-						return false, errors.New("Device doesn't exist")
-					}
-					delete(devices, dev)
-				}
-				return true, nil
-			})
-			if err == nil {
-				for _, dev := range args[1:] {
-					fmt.Fprintf(a.stdout, "Device %s removed from %s\n", dev, instanceArgName(args[0]))
-				}
-			}
-			return err
-		},
-	}
-	list := &cobra.Command{
-		Use:     "list [<remote>:]<profile>",
-		Aliases: []string{"ls"},
-		Short:   "List the devices of a profile",
-		Args:    checkArgs(1, 1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return withProfile(cmd.Context(), args[0], func(devices api.Devices) (bool, error) {
-				for _, n := range sortedKeys(devices) {
-					fmt.Fprintln(a.stdout, n)
-				}
-				return false, nil
-			})
-		},
-	}
-	show := &cobra.Command{
-		Use:   "show [<remote>:]<profile>",
-		Short: "Show the full device configuration of a profile",
-		Args:  checkArgs(1, 1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return withProfile(cmd.Context(), args[0], func(devices api.Devices) (bool, error) {
-				return false, a.printYAML(devices)
-			})
-		},
-	}
-	cmd.AddCommand(add, remove, list, show)
-	return cmd
+		return h, nil
+	})
 }
 
 // profileObject gives profiles the show, edit, get, set and unset commands.
