@@ -19,8 +19,8 @@ func (a *app) cmdNetwork() *cobra.Command {
 	cmd.AddCommand(
 		a.cmdNetworkCreate(), a.cmdNetworkList(), networkObject.showCmd(a), networkObject.editCmd(a),
 		networkObject.getCmd(a), networkObject.setCmd(a, `  c network set cellbr1 ipv4.dhcp.ranges=10.50.0.100-10.50.0.200
-  c network set cellbr1 dns.domain lab`), networkObject.unsetCmd(a), a.cmdNetworkDelete(),
-		a.cmdNetworkRename(), a.cmdNetworkInfo(), a.cmdNetworkListLeases(),
+  c network set cellbr1 dns.domain lab`), networkObject.unsetCmd(a), networkObject.deleteCmd(a),
+		networkObject.renameCmd(a), a.cmdNetworkInfo(), a.cmdNetworkListLeases(),
 	)
 	return cmd
 }
@@ -100,50 +100,6 @@ func (a *app) cmdNetworkList() *cobra.Command {
 	return cmd
 }
 
-func (a *app) cmdNetworkDelete() *cobra.Command {
-	return &cobra.Command{
-		Use:     "delete [<remote>:]<network>",
-		Aliases: []string{"rm"},
-		Short:   "Delete networks",
-		Args:    checkArgs(1, 1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, name, err := a.parseOne(args[0])
-			if err != nil {
-				return err
-			}
-			if err := c.DeleteNetwork(cmd.Context(), name); err != nil {
-				return err
-			}
-			if !a.flagQuiet {
-				fmt.Fprintf(a.stdout, "Network %s deleted\n", name)
-			}
-			return nil
-		},
-	}
-}
-
-func (a *app) cmdNetworkRename() *cobra.Command {
-	return &cobra.Command{
-		Use:     "rename [<remote>:]<network> <new-name>",
-		Aliases: []string{"mv"},
-		Short:   "Rename networks",
-		Args:    checkArgs(2, 2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, name, err := a.parseOne(args[0])
-			if err != nil {
-				return err
-			}
-			if err := c.RenameNetwork(cmd.Context(), name, args[1]); err != nil {
-				return err
-			}
-			if !a.flagQuiet {
-				fmt.Fprintf(a.stdout, "Network %s renamed to %s\n", name, args[1])
-			}
-			return nil
-		},
-	}
-}
-
 func (a *app) cmdNetworkInfo() *cobra.Command {
 	return &cobra.Command{
 		Use:   "info [<remote>:]<network>",
@@ -211,4 +167,6 @@ var networkObject = configObject[*api.Network, api.NetworkPut]{
 	writable: func(n *api.Network) api.NetworkPut { return n.NetworkPut },
 	fields:   func(p *api.NetworkPut) (*map[string]string, *string) { return &p.Config, &p.Description },
 	update:   (*client.Client).UpdateNetwork,
+	remove:   (*client.Client).DeleteNetwork,
+	rename:   (*client.Client).RenameNetwork,
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"gopkg.in/yaml.v3"
@@ -24,6 +25,58 @@ type configObject[T, P any] struct {
 	// fields points into the writable part's config and description.
 	fields func(*P) (config *map[string]string, description *string)
 	update func(c *client.Client, ctx context.Context, name string, put P, etag string) error
+	remove func(c *client.Client, ctx context.Context, name string) error
+	// rename is nil for objects that cannot be renamed (storage pools).
+	rename func(c *client.Client, ctx context.Context, name, newName string) error
+}
+
+func (o configObject[T, P]) deleteCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:     "delete [<remote>:]" + o.arg,
+		Aliases: []string{"rm"},
+		Short:   "Delete " + o.noun + "s",
+		Args:    checkArgs(1, 1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, name, err := a.parseOne(args[0])
+			if err != nil {
+				return err
+			}
+			if err := o.remove(c, cmd.Context(), name); err != nil {
+				return err
+			}
+			if !a.flagQuiet {
+				fmt.Fprintf(a.stdout, "%s %s deleted\n", o.title(), name)
+			}
+			return nil
+		},
+	}
+}
+
+func (o configObject[T, P]) renameCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:     "rename [<remote>:]" + o.arg + " <new-name>",
+		Aliases: []string{"mv"},
+		Short:   "Rename " + o.noun + "s",
+		Args:    checkArgs(2, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, name, err := a.parseOne(args[0])
+			if err != nil {
+				return err
+			}
+			if err := o.rename(c, cmd.Context(), name, args[1]); err != nil {
+				return err
+			}
+			if !a.flagQuiet {
+				fmt.Fprintf(a.stdout, "%s %s renamed to %s\n", o.title(), name, args[1])
+			}
+			return nil
+		},
+	}
+}
+
+// title is the noun at the start of a message: "Storage pool".
+func (o configObject[T, P]) title() string {
+	return strings.ToUpper(o.noun[:1]) + o.noun[1:]
 }
 
 func (o configObject[T, P]) showCmd(a *app) *cobra.Command {

@@ -22,7 +22,7 @@ func (a *app) cmdProfile() *cobra.Command {
 	}
 	cmd.AddCommand(
 		a.cmdProfileList(), profileObject.showCmd(a), a.cmdProfileCreate(), a.cmdProfileCopy(),
-		profileObject.editCmd(a), a.cmdProfileDelete(), a.cmdProfileRename(),
+		profileObject.editCmd(a), profileObject.deleteCmd(a), profileObject.renameCmd(a),
 		a.cmdProfileAdd(), a.cmdProfileRemove(), a.cmdProfileAssign(),
 		profileObject.getCmd(a), profileObject.setCmd(a, "  c profile set web limits.memory=512MiB"), profileObject.unsetCmd(a), a.cmdProfileDevice(),
 	)
@@ -121,50 +121,6 @@ func (a *app) cmdProfileCopy() *cobra.Command {
 				return err
 			}
 			return dst.CreateProfile(ctx, api.ProfilesPost{Name: dstName, ProfilePut: p.ProfilePut})
-		},
-	}
-}
-
-func (a *app) cmdProfileDelete() *cobra.Command {
-	return &cobra.Command{
-		Use:     "delete [<remote>:]<profile>",
-		Aliases: []string{"rm"},
-		Short:   "Delete profiles",
-		Args:    checkArgs(1, 1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, name, err := a.parseOne(args[0])
-			if err != nil {
-				return err
-			}
-			if err := c.DeleteProfile(cmd.Context(), name); err != nil {
-				return err
-			}
-			if !a.flagQuiet {
-				fmt.Fprintf(a.stdout, "Profile %s deleted\n", name)
-			}
-			return nil
-		},
-	}
-}
-
-func (a *app) cmdProfileRename() *cobra.Command {
-	return &cobra.Command{
-		Use:     "rename [<remote>:]<profile> <new-name>",
-		Aliases: []string{"mv"},
-		Short:   "Rename profiles",
-		Args:    checkArgs(2, 2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, name, err := a.parseOne(args[0])
-			if err != nil {
-				return err
-			}
-			if err := c.RenameProfile(cmd.Context(), name, args[1]); err != nil {
-				return err
-			}
-			if !a.flagQuiet {
-				fmt.Fprintf(a.stdout, "Profile %s renamed to %s\n", name, args[1])
-			}
-			return nil
 		},
 	}
 }
@@ -286,4 +242,6 @@ var profileObject = configObject[*api.Profile, api.ProfilePut]{
 	writable: func(p *api.Profile) api.ProfilePut { return p.ProfilePut },
 	fields:   func(p *api.ProfilePut) (*map[string]string, *string) { return &p.Config, &p.Description },
 	update:   (*client.Client).UpdateProfile,
+	remove:   (*client.Client).DeleteProfile,
+	rename:   (*client.Client).RenameProfile,
 }

@@ -19,7 +19,7 @@ func (a *app) cmdStorage() *cobra.Command {
 	cmd.AddCommand(
 		a.cmdStorageCreate(), a.cmdStorageList(), storagePoolObject.showCmd(a), storagePoolObject.editCmd(a),
 		storagePoolObject.getCmd(a), storagePoolObject.setCmd(a, `  c storage set fast btrfs.mount_options=compress=zstd
-  c storage set fast description "Fast pool"`), storagePoolObject.unsetCmd(a), a.cmdStorageDelete(), a.cmdStorageInfo(),
+  c storage set fast description "Fast pool"`), storagePoolObject.unsetCmd(a), storagePoolObject.deleteCmd(a), a.cmdStorageInfo(),
 		a.cmdStorageVolume(),
 	)
 	return cmd
@@ -91,28 +91,6 @@ func (a *app) cmdStorageList() *cobra.Command {
 	return cmd
 }
 
-func (a *app) cmdStorageDelete() *cobra.Command {
-	return &cobra.Command{
-		Use:     "delete [<remote>:]<pool>",
-		Aliases: []string{"rm"},
-		Short:   "Delete storage pools",
-		Args:    checkArgs(1, 1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, name, err := a.parseOne(args[0])
-			if err != nil {
-				return err
-			}
-			if err := c.DeleteStoragePool(cmd.Context(), name); err != nil {
-				return err
-			}
-			if !a.flagQuiet {
-				fmt.Fprintf(a.stdout, "Storage pool %s deleted\n", name)
-			}
-			return nil
-		},
-	}
-}
-
 // storageInfo is what `c storage info` prints, in lxc's layout.
 type storageInfo struct {
 	Info   map[string]string   `yaml:"info"`
@@ -170,4 +148,5 @@ var storagePoolObject = configObject[*api.StoragePool, api.StoragePoolPut]{
 	writable: func(p *api.StoragePool) api.StoragePoolPut { return p.StoragePoolPut },
 	fields:   func(p *api.StoragePoolPut) (*map[string]string, *string) { return &p.Config, &p.Description },
 	update:   (*client.Client).UpdateStoragePool,
+	remove:   (*client.Client).DeleteStoragePool,
 }
